@@ -1,0 +1,92 @@
+"""``essayscore``: train | evaluate | score | info (serving and export commands join in later issues)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _train(args) -> None:
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(data_path=args.data, hub_dataset=args.hub, encoder=args.encoder)
+    train(cfg, register=not args.no_register)
+
+
+def _evaluate(args) -> None:
+    from training.evaluate import evaluate
+
+    evaluate(args.model, Path(args.out), folds=args.folds)
+
+
+def _score(args) -> None:
+    from essayscore.batch import score_csv
+    from essayscore.pipeline import EssayScorer
+
+    scorer = EssayScorer.from_reference(args.model)
+    counts = score_csv(scorer, Path(args.input), Path(args.output))
+    print(f"scored {counts['rows'] - counts['errors']} of {counts['rows']} rows with model {scorer.version}; "
+          f"{counts['errors']} rows have an error (see the 'error' column) -> {args.output}")
+
+
+def _info(args) -> None:
+    import json
+
+    from essayscore import artifacts
+    from essayscore.settings import get_settings
+
+    path = artifacts.resolve(args.model, get_settings().artifacts_dir)
+    manifest = artifacts.verify(path)
+    print(json.dumps({k: manifest[k] for k in ("name", "version", "created", "encoder", "metrics")}, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="essayscore", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model version from labelled essays")
+    p.add_argument("--data", help="labelled CSV (default: settings.data_path, the shared essays)")
+    p.add_argument("--hub", help="load a Hugging Face dataset instead, e.g. chillies/IELTS-writing-task-2-evaluation")
+    p.add_argument("--encoder", help="encoder: 'minilm' (default) or a HF model id / path, e.g. roberta-large")
+    p.add_argument("--no-register", action="store_true", help="do not register in the BentoML model store")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="cross-validation, baselines, ablations -> markdown report + plots")
+    p.add_argument("--model", default="latest", help="artifact version, path or BentoML tag (default: latest)")
+    p.add_argument("--out", default="docs", help="report folder (default: docs)")
+    p.add_argument("--folds", type=int, default=5)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("score", help="score a CSV with an 'essay' column (optional 'prompt', 'id'/'essay_id')")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--model", default="latest", help="artifact version, path or BentoML tag (default: latest)")
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("info", help="print an artifact's manifest summary (verifies its hashes)")
+    p.add_argument("--model", default="latest")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except Exception as exc:  # noqa: BLE001 - a CLI prints the problem, not a traceback, unless -v
+        from essayscore.artifacts import ArtifactError
+
+        if args.verbose or not isinstance(exc, (ArtifactError, FileNotFoundError)):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

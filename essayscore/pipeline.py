@@ -1,0 +1,73 @@
+"""The whole in-process path for one artifact version: text -> features + embedding -> trees -> result.
+
+Training, the batch CLI, the Bento's embedded runtime and the Triton python models all call these functions,
+so there is one implementation of every step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from essayscore import artifacts
+from essayscore.encoder import Encoder
+from essayscore.features import FeatureExtractor, GrammarMatch, add_embedding_features
+from essayscore.scorer import Predictions, ScoringModel, TreeModels
+
+
+@dataclass
+class Scored:
+    """One essay's result plus what an explanation needs (the model's input row)."""
+
+    result: dict
+    x: np.ndarray  # model feature vector (preprocessed), in ScoringModel.feature_names order
+    handcrafted: np.ndarray  # raw handcrafted values, in FEATURES order
+    matches: list[GrammarMatch] = field(default_factory=list)
+
+
+class EssayScorer:
+    def __init__(self, artifact_dir: Path, encoder: Encoder | None = None, extractor: FeatureExtractor | None = None,
+                 trees: TreeModels | None = None):
+        self.artifact_dir = Path(artifact_dir)
+        self.manifest = artifacts.verify(self.artifact_dir)
+        self.version = self.manifest["version"]
+        self.config = json.loads((self.artifact_dir / "config.json").read_text())
+        enc = self.config["encoder"]
+        self.encoder = encoder or Encoder(enc["name"], window=enc["window"], stride=enc["stride"])
+        if self.encoder.model_id != enc["model_id"]:
+            raise artifacts.ArtifactError(
+                f"artifact {self.version} was trained with encoder {enc['model_id']!r}, "
+                f"but {self.encoder.model_id!r} is loaded")
+        self.extractor = extractor or FeatureExtractor()
+        self.model = ScoringModel.load(self.artifact_dir, trees)
+
+    @classmethod
+    def from_reference(cls, reference: str, **kwargs) -> "EssayScorer":
+        from essayscore.settings import get_settings
+
+        return cls(artifacts.resolve(reference, get_settings().artifacts_dir), **kwargs)
+
+    def features(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, list]:
+        return self.extractor.extract_many(list(essays), list(prompts))
+
+    def embed(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        given = [p for p in prompts if p]
+        vectors = self.encoder.encode(list(essays) + given)
+        essay_emb = vectors[: len(essays)]
+        prompt_emb = np.full_like(essay_emb, np.nan)
+        prompt_rows = [i for i, p in enumerate(prompts) if p]
+        prompt_emb[prompt_rows] = vectors[len(essays):]
+        return essay_emb, prompt_emb
+
+    def score(self, essays: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[Scored]:
+        prompts = list(prompts) if prompts is not None else [None] * len(essays)
+        hand, matches = self.features(essays, prompts)
+        essay_emb, prompt_emb = self.embed(essays, prompts)
+        hand = add_embedding_features(hand, essay_emb, prompt_emb)
+        x = self.model.transform(hand, essay_emb)
+        pred: Predictions = self.model.predict(x)
+        return [Scored(pred.row(i), x[i], hand[i], matches[i]) for i in range(len(essays))]
