@@ -182,8 +182,10 @@ class ScoringModel:
     def finish(self, raw: np.ndarray, probabilities: np.ndarray) -> Predictions:
         """Calibrated tree outputs -> bands, interval and CEFR (shared by every runtime, so they agree)."""
         band = bands_from_raw(raw, self.cuts)
-        low = np.clip(np.floor((raw - self.conformal_quantile) * 2) / 2, 0.0, MAX_BAND)
-        high = np.clip(np.ceil((raw + self.conformal_quantile) * 2) / 2, 0.0, MAX_BAND)
+        # True bands lie on the half-band grid, so rounding the conformal interval inwards onto that grid keeps
+        # exactly the bands it covered (and its coverage guarantee) while making it as narrow as possible.
+        low = np.clip(np.ceil((raw - self.conformal_quantile) * 2 - 1e-9) / 2, 0.0, MAX_BAND)
+        high = np.clip(np.floor((raw + self.conformal_quantile) * 2 + 1e-9) / 2, 0.0, MAX_BAND)
         low, high = np.minimum(low, band), np.maximum(high, band)
         return Predictions(raw, band, low, high, bands_to_cefr_index(band), probabilities)
 

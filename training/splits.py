@@ -54,8 +54,12 @@ def prompt_groups(prompts: pd.Series, threshold: float = PROMPT_JACCARD) -> np.n
     return keys.map(lambda k: renumber[roots[k]]).to_numpy(dtype=np.int64)
 
 
-def _strata(essays: pd.DataFrame) -> np.ndarray:
-    return (essays["origin"].astype(str) + "|" + essays["cefr"].astype(str)).to_numpy()
+def _strata(essays: pd.DataFrame, n_folds: int = N_FOLDS) -> np.ndarray:
+    """origin x CEFR; on small data sets (no stratum as large as the fold count) CEFR alone, then nothing."""
+    for strata in (essays["origin"].astype(str) + "|" + essays["cefr"].astype(str), essays["cefr"].astype(str)):
+        if strata.value_counts().max() >= n_folds:
+            return strata.to_numpy()
+    return np.zeros(len(essays), dtype=np.int64)
 
 
 def assign_splits(essays: pd.DataFrame, seed: int = SPLIT_SEED) -> pd.DataFrame:
@@ -86,7 +90,7 @@ def cv_folds(essays: pd.DataFrame, n_folds: int = 5, seed: int = SPLIT_SEED) -> 
     threshold tuning and calibration need, so the held-out fold is never looked at before it is scored.
     """
     groups = prompt_groups(essays["prompt"])
-    strata = _strata(essays)
+    strata = _strata(essays, n_folds)
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     for rest, held_out in outer.split(np.zeros(len(essays)), strata, groups):

@@ -132,6 +132,7 @@ def train(cfg: TrainConfig = TrainConfig(), register: bool = True) -> Path:
         "splits": {name: evaluate_split(model, m, rows) for name, rows in index.items()},
         "pca_selection": pca_trials,
         "chosen_pca_components": pca,
+        "interval_level": cfg.interval_level,
         "trees": {"regressor": model.trees.regressor.num_boosted_rounds(),
                   "classifier_rounds": model.trees.classifier.num_boosted_rounds(),
                   "classifier_trees": model.trees.classifier.num_boosted_rounds() * len(CEFR_LEVELS)},
