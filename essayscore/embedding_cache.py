@@ -118,8 +118,11 @@ def embed_with_cache(
         chunks = tqdm(chunks, desc=f"embedding {len(unique)} new texts", unit="chunk")
     for start in chunks:
         chunk = unique[start : start + CHUNK_TEXTS]
-        embedded = encoder.encode(chunk)
-        cache.put_many(chunk, embedded)
+        # encode and key by an original text: flatten() is not idempotent (a line starting with punctuation
+        # gains a space), so re-flattening the flat text would give another key and another embedding
+        originals = [texts[by_flat[flat][0]] for flat in chunk]
+        embedded = encoder.encode(originals)
+        cache.put_many(originals, embedded)
         for flat, vector in zip(chunk, embedded):
             out[by_flat[flat]] = vector
     return out

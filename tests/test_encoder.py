@@ -220,6 +220,17 @@ def test_cache_hits_skip_the_model(minilm, essays, tmp_path):
     assert not list(tmp_path.rglob(".tmp-*"))  # atomic writes leave no partial files
 
 
+def test_cache_stores_texts_whose_flattening_changes_on_a_second_pass(minilm, tmp_path):
+    # "\n," flattens to " ," which a second flatten turns into ",": the entry must be found under the first key
+    text = "Cities grow fast\n, and transport struggles to keep up with the number of people moving in."
+    cache = EmbeddingCache(tmp_path, minilm.model_id)
+    stored = embed_with_cache(minilm, [text], cache)
+    vectors, missing = cache.get_many([text])
+    assert missing == []
+    np.testing.assert_array_equal(vectors[0], stored[0])
+    np.testing.assert_allclose(stored[0], minilm.encode([text])[0], atol=1e-6)
+
+
 def test_cache_is_keyed_by_model_id(minilm, tmp_path):
     a, b = EmbeddingCache(tmp_path, "model-a"), EmbeddingCache(tmp_path, "model-b")
     a.put("same text", np.ones(3))
