@@ -20,7 +20,9 @@ GOAL = {"qwk": 0.80, "rmse": 0.70}
 
 
 def _fmt(value) -> str:
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3f}"
 
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
