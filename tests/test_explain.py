@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from essayscore.explain import SEMANTIC_GROUP, Explainer
+from essayscore.features import GROUPS
+from essayscore.pipeline import EssayScorer
+
+
+@pytest.fixture(scope="module")
+def scored(trained_artifact, shared_essays):
+    scorer = EssayScorer(trained_artifact)
+    rows = shared_essays.sample(4, random_state=7)
+    return scorer.score(list(rows["essay"]), list(rows["prompt"]))
+
+
+def test_shap_values_are_additive_and_match_the_band_output(trained_artifact, scored):
+    explainer = Explainer(trained_artifact)
+    x = np.stack([s.x for s in scored])
+    explanations = explainer.explain(x, np.stack([s.handcrafted for s in scored]))
+    for s, e in zip(scored, explanations):
+        assert e["output"] == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        assert set(e["groups"]) <= set(GROUPS) | {SEMANTIC_GROUP}
+        for f in e["top_features"]:
+            assert f["description"] and f["direction"] == ("raises" if f["contribution"] > 0 else "lowers")
+        magnitudes = [abs(f["contribution"]) for f in e["top_features"]]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_native_contributions_equal_shap_tree_explainer(trained_artifact, scored):
+    shap = pytest.importorskip("shap")
+    explainer = Explainer(trained_artifact)
+    x = np.stack([s.x for s in scored])
+    native, base = explainer.contributions(x)
+    reference = shap.TreeExplainer(explainer.booster)
+    np.testing.assert_allclose(native, reference.shap_values(x), atol=1e-4)
+    np.testing.assert_allclose(base, np.full(len(x), reference.expected_value), atol=1e-4)
