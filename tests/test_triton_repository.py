@@ -1,0 +1,205 @@
+"""The generated cpu model repository on a REAL tritonserver (2.51, from nvidia-pytriton), over HTTP and gRPC.
+
+One repository is built from the session's trained artifact and one server serves it for the whole module. The
+ensemble's answers must equal in-process ``EssayScorer`` scoring with the same ONNX encoder variant, and give the
+same half bands as the default PyTorch-encoder scorer. Malformed requests get a Triton error, not a hang, and the
+server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from essayscore import triton_io as io
+from essayscore import triton_launcher
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not triton_launcher.is_installed(),
+                       reason="tritonserver binary not installed (scripts/install_triton.sh)"),
+]
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+TIMEOUT_S = 60.0
+N_ESSAYS = 6
+
+
+@pytest.fixture(scope="module")
+def cpu_repo(trained_artifact: Path, tmp_path_factory) -> Path:
+    from training.build_repository import build_repository
+
+    out = tmp_path_factory.mktemp("triton") / "model_repository"
+    report = build_repository(trained_artifact, out, profile="cpu", cpu_variant="fp32")
+    assert report.path == out.resolve()
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(cpu_repo: Path, tmp_path_factory):
+    try:
+        stub_env = triton_launcher.prepare_stub_env()
+    except Exception as exc:  # pragma: no cover - offline without a cached numpy 1.26 wheel
+        pytest.skip(f"could not prepare the python backend stub env: {exc}")
+    log = tmp_path_factory.mktemp("triton-log") / "server.log"
+    srv = triton_launcher.TritonServer(cpu_repo, log_path=log, stub_python_env=stub_env)
+    srv.start(timeout_s=180)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    made = {
+        "http": httpclient.InferenceServerClient(server.http_url, connection_timeout=TIMEOUT_S,
+                                                 network_timeout=TIMEOUT_S),
+        "grpc": grpcclient.InferenceServerClient(server.grpc_url),
+    }
+    yield made
+    for client in made.values():  # open keep-alive connections delay the server's shutdown
+        client.close()
+
+
+def _infer(client, inputs, outputs=None):
+    kwargs = {"client_timeout": TIMEOUT_S} if isinstance(client, grpcclient.InferenceServerClient) else {}
+    return client.infer(io.ENSEMBLE, inputs, outputs=outputs, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cases(shared_essays) -> list[tuple[str, str | None]]:
+    """Real essays across the band range; every other one with its prompt, at least one with grammar matches."""
+    rows = shared_essays.sort_values("band").reset_index(drop=True)
+    picks = rows.iloc[np.linspace(0, len(rows) - 1, N_ESSAYS).astype(int)]
+    return [(r.essay, r.prompt if i % 2 == 0 else None) for i, r in enumerate(picks.itertuples())]
+
+
+@pytest.fixture(scope="module")
+def onnx_reference(trained_artifact: Path, cpu_repo: Path, cases):
+    from essayscore.onnx_encoder import OnnxEncoder
+    from essayscore.pipeline import EssayScorer
+
+    encoder = OnnxEncoder.from_dir(cpu_repo / io.ENCODER / "1", variant="fp32")
+    scorer = EssayScorer(trained_artifact, encoder=encoder)
+    return scorer, scorer.score([e for e, _ in cases], [p for _, p in cases])
+
+
+@pytest.fixture(scope="module")
+def torch_reference(trained_artifact: Path, cases, onnx_reference):
+    from essayscore.pipeline import EssayScorer
+
+    scorer = EssayScorer(trained_artifact, extractor=onnx_reference[0].extractor)
+    return scorer.score([e for e, _ in cases], [p for _, p in cases])
+
+
+@pytest.fixture(scope="module")
+def served(clients, cases) -> dict[str, list[dict]]:
+    return {name: [io.score(client, essay, prompt, **({"client_timeout": TIMEOUT_S} if name == "grpc" else {}))
+                   for essay, prompt in cases]
+            for name, client in clients.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------
+def test_generated_repository_is_consistent(cpu_repo: Path, trained_artifact: Path) -> None:
+    from essayscore.artifacts import sha256_file, verify
+    from training.build_repository import check_repository
+
+    assert check_repository(cpu_repo, "cpu") == []
+    meta = json.loads((cpu_repo / "repository.json").read_text())
+    assert meta["profile"] == "cpu"
+    assert meta["artifact_version"] == verify(trained_artifact)["version"]
+    assert meta["encoder"]["variant"] == "fp32"
+    for rel, digest in meta["files"].items():
+        assert sha256_file(cpu_repo / rel) == digest, rel
+    assert "encoder/1/encoder.fp32.onnx" in meta["files"]
+    assert "band_regressor/1/regressor.so" in meta["files"]
+    for model in ("preprocess", "encoder", "assemble", "band_regressor", "cefr_classifier", "postprocess"):
+        code = (cpu_repo / model / "1" / "model.py").read_text()
+        assert "/work/" not in code and "TritonPythonModel" in code  # thin, no absolute paths
+    for cfg in cpu_repo.glob("*/config.pbtxt"):
+        assert str(cpu_repo) not in cfg.read_text() and "KIND_GPU" not in cfg.read_text()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_ensemble_equals_in_process_scoring(protocol, served, onnx_reference, cases) -> None:
+    scorer, expected = onnx_reference
+    results = served[protocol]
+    n_matches = 0
+    for (essay, prompt), got, ref in zip(cases, results, expected):
+        want = ref.result
+        assert got["ielts_band"] == want["ielts_band"]
+        assert got["cefr"] == want["cefr"]
+        assert got["band_interval"] == want["band_interval"]
+        assert got["ielts_raw"] == pytest.approx(want["ielts_raw"], abs=1e-4)
+        for level, p in want["cefr_probabilities"].items():
+            assert got["cefr_probabilities"][level] == pytest.approx(p, abs=1e-4)
+        assert got["model_version"] == scorer.version
+        assert got["feature_vector"].shape == ref.x.shape
+        np.testing.assert_allclose(got["feature_vector"], ref.x, atol=1e-4, rtol=0)
+        assert got["grammar_matches"] == [m.to_dict() for m in ref.matches]
+        n_matches += len(got["grammar_matches"])
+    assert n_matches > 0, "no essay had grammar matches: the comparison of matches proved nothing"
+    assert any(p is None for _, p in cases) and any(p for _, p in cases)
+
+
+def test_same_bands_as_pytorch_encoder(served, torch_reference) -> None:
+    served_bands = [r["ielts_band"] for r in served["http"]]
+    torch_bands = [s.result["ielts_band"] for s in torch_reference]
+    raw_delta = max(abs(r["ielts_raw"] - s.result["ielts_raw"]) for r, s in zip(served["http"], torch_reference))
+    assert served_bands == torch_bands, f"bands differ: triton {served_bands} vs torch {torch_bands}"
+    assert raw_delta < 1e-3, raw_delta
+
+
+def test_empty_prompt_means_no_prompt(clients, cases) -> None:
+    essay = cases[0][0]
+    without = io.score(clients["http"], essay)
+    empty = _infer(clients["http"], *_raw_inputs(httpclient, essay, prompt=""))
+    assert io.decode_response(empty)["ielts_raw"] == without["ielts_raw"]
+
+
+def _raw_inputs(mod, essay, prompt=None, essay_dtype="BYTES"):
+    inputs = []
+    if essay is not None:
+        tensor = mod.InferInput("ESSAY", [1], essay_dtype)
+        tensor.set_data_from_numpy(np.array([1.5], dtype=np.float32) if essay_dtype == "FP32"
+                                   else io.bytes_tensor([essay]))
+        inputs.append(tensor)
+    if prompt is not None:
+        tensor = mod.InferInput("PROMPT", [1], "BYTES")
+        tensor.set_data_from_numpy(io.bytes_tensor([prompt]))
+        inputs.append(tensor)
+    return inputs, [mod.InferRequestedOutput(s.name) for s in io.ENSEMBLE_OUTPUTS]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("case,expect", [
+    ("fp32_essay", ("data-type", "essay", "bytes")),
+    ("missing_essay", ("essay",)),
+    ("empty_essay", ("empty",)),
+    ("blank_essay", ("empty",)),
+    ("invalid_utf8", ("utf-8",)),
+])
+def test_malformed_requests_get_clear_errors(protocol, case, expect, clients, cases) -> None:
+    client = clients[protocol]
+    mod = httpclient if protocol == "http" else grpcclient
+    if case == "fp32_essay":
+        inputs, outputs = _raw_inputs(mod, "x", essay_dtype="FP32")
+    elif case == "missing_essay":
+        inputs, outputs = _raw_inputs(mod, None, prompt="A prompt without an essay")
+    elif case == "invalid_utf8":
+        inputs, outputs = _raw_inputs(mod, "x")
+        inputs[0].set_data_from_numpy(np.array([b"\xff\xfe not utf-8"], dtype=np.object_))
+    else:
+        inputs, outputs = _raw_inputs(mod, "" if case == "empty_essay" else "  \n\t ")
+    with pytest.raises(InferenceServerException) as info:
+        _infer(client, inputs, outputs)
+    message = str(info.value).lower()
+    assert all(word in message for word in expect), message
+    # the server keeps serving
+    good = io.score(client, cases[1][0], cases[1][1], **({"client_timeout": TIMEOUT_S} if protocol == "grpc" else {}))
+    assert 0.0 <= good["ielts_band"] <= 9.0
