@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import inspect
 import logging
 import math
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from essayscore import text as text_mod
 from essayscore.settings import get_settings
+
+if TYPE_CHECKING:
+    from essayscore.torch_encoder import MeanPooledEncoder
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,6 @@ _HASHED_NAMES = (
 )
 # Model types whose position ids start after the padding index (max positions = max_position_embeddings - 2).
 _OFFSET_POSITION_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm", "xlm-roberta-xl"}
-_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_threads_configured = False
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -118,91 +115,6 @@ def weights_fingerprint(folder: Path) -> str:
 # --------------------------------------------------------------------------------------------------------
 # threads
 # --------------------------------------------------------------------------------------------------------
-
-
-def configure_torch_threads() -> None:
-    """Once per process: intra-op threads = usable cores, 1 inter-op thread, unless the user chose already
-    (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set)."""
-    global _threads_configured
-    if _threads_configured:
-        return
-    _threads_configured = True
-    if any(os.environ.get(var) for var in _THREAD_ENV_VARS):
-        return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
-    try:
-        torch.set_num_interop_threads(1)  # one forward at a time; extra inter-op threads only contend
-    except RuntimeError:  # inter-op pool already started: leave it
-        pass
-
-
-# --------------------------------------------------------------------------------------------------------
-# the exported graph
-# --------------------------------------------------------------------------------------------------------
-
-
-class MeanPooledEncoder(torch.nn.Module):
-    """``(input_ids, attention_mask)`` int64 -> ``(batch, dim)`` float32 mean of ``last_hidden_state`` over the mask.
-
-    Takes exactly those two inputs so that it exports to ONNX unchanged. Models with a token-type embedding
-    (BERT-like) get all-zero ``token_type_ids`` built inside the graph; RoBERTa-like models get none.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        config = model.config
-        accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
-        self.uses_token_types = bool(accepts_types and getattr(config, "type_vocab_size", 0) > 1)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str) -> "MeanPooledEncoder":
-        return cls(load_backbone(path_or_id)).eval()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self.uses_token_types:
-            kwargs["token_type_ids"] = torch.zeros_like(input_ids)
-        hidden = self.model(**kwargs).last_hidden_state.float()
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-def load_backbone(path_or_id: str) -> torch.nn.Module:
-    """The bare ``AutoModel`` (no pooler head, float32, eval mode) from local files only."""
-    from transformers import AutoConfig, AutoModel
-
-    folder = str(_local_model_dir(path_or_id))
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    kwargs = {}
-    try:
-        model_class = AutoModel._model_mapping[type(config)]
-    except (AttributeError, KeyError):
-        model_class = None
-    if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-        kwargs["add_pooling_layer"] = False  # the pooler is unused (and often absent from sentence checkpoints)
-    with _quiet_transformers():  # the "pooler weights unused" load report and progress bar are expected noise
-        model = AutoModel.from_pretrained(folder, config=config, local_files_only=True, **kwargs)
-    return model.float().eval()
-
-
-@contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -273,11 +185,9 @@ class Encoder:
         self.window = int(window if window is not None else settings.encoder_window)
         self.stride = int(stride if stride is not None else settings.encoder_stride)
         self.batch_size = int(batch_size if batch_size is not None else settings.encoder_batch_size)
-        self.device = torch.device(device)
+        self.device = device  # torch device string; torch itself is imported only when the weights load
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if self.device.type == "cpu":
-            configure_torch_threads()
 
         self.path = resolve_encoder_path(self.name)
         self.folder = _local_model_dir(self.path)
@@ -288,7 +198,7 @@ class Encoder:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         config = AutoConfig.from_pretrained(str(self.folder), local_files_only=True)
-        self._module: MeanPooledEncoder | None = None  # loaded on first use: windows/model_id need no weights
+        self._module = None  # loaded on first use: windows/model_id need no weights
         self.dim = int(config.hidden_size)
         self.max_window = _max_positions(config)
 
@@ -308,10 +218,14 @@ class Encoder:
         )
 
     @property
-    def module(self) -> MeanPooledEncoder:
+    def module(self) -> "MeanPooledEncoder":
         """The torch graph (eval mode), loaded on first access so that tokenizer-only users (ONNX / Triton
-        runtimes computing windows and ``model_id``) never pay for the torch weights."""
+        runtimes computing windows and ``model_id``) never import torch nor pay for the weights."""
         if self._module is None:
+            from essayscore.torch_encoder import MeanPooledEncoder, configure_torch_threads, load_backbone
+
+            if str(self.device).startswith("cpu"):
+                configure_torch_threads()
             self._module = MeanPooledEncoder(load_backbone(str(self.folder))).to(self.device).eval()
         return self._module
 
@@ -354,22 +268,12 @@ class Encoder:
 
     # ---- inference ---------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def embed_windows(self, windows: Windows, progress: bool = False) -> np.ndarray:
         """``(n_windows, dim)`` float32 window embeddings; batches of similar length to limit padding."""
-        out = np.empty((len(windows), self.dim), dtype=np.float32)
-        order = np.argsort(-windows.n_tokens, kind="stable")
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
+        from essayscore.torch_encoder import embed_windows
 
-            batches = tqdm(batches, desc=f"encoding ({self.name})", unit="batch")
-        for batch in batches:
-            width = int(windows.n_tokens[batch].max())
-            ids = torch.from_numpy(windows.input_ids[batch, :width]).to(self.device)
-            mask = torch.from_numpy(windows.attention_mask[batch, :width]).to(self.device)
-            out[batch] = self.module(ids, mask).float().cpu().numpy()
-        return out
+        return embed_windows(self.module, windows, self.dim, self.batch_size, self.device,
+                             progress_label=f"encoding ({self.name})" if progress else None)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """``(len(texts), dim)`` float32 embeddings of the flattened texts."""
@@ -400,3 +304,12 @@ def _max_positions(config) -> int:
     if getattr(config, "model_type", "") in _OFFSET_POSITION_TYPES:
         positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
     return positions
+
+
+def __getattr__(name: str):
+    # the torch side lives in essayscore.torch_encoder; keep the historical names importable from here
+    if name in ("MeanPooledEncoder", "load_backbone", "configure_torch_threads"):
+        from essayscore import torch_encoder
+
+        return getattr(torch_encoder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

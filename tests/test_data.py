@@ -1,6 +1,4 @@
-import numpy as np
 import pandas as pd
-import pytest
 
 from training.data import load_csv, load_hub, prepare
 

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 
 from essayscore import artifacts
-from essayscore.bands import CEFR_LEVELS, bands_to_cefr_index
+from essayscore.bands import bands_to_cefr_index
 from essayscore.encoder import Encoder
 from essayscore.features import FEATURES, GROUPS
 from essayscore.scorer import ScoringModel, bands_from_raw, default_cuts
