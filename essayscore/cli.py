@@ -1,4 +1,4 @@
-"""``essayscore``: train | evaluate | score | info (serving and export commands join in later issues)."""
+"""``essayscore``: train | evaluate | score | info | export-onnx | build-repository | triton."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def _info(args) -> None:
     print(json.dumps({k: manifest[k] for k in ("name", "version", "created", "encoder", "metrics")}, indent=2))
 
 
+# Commands implemented by another module's own CLI; ``essayscore NAME ARGS...`` hands ARGS to it unchanged.
+DELEGATED = {
+    "export-onnx": ("training.export_onnx", "export the encoder to validated fp32/fp16/int8 ONNX (see --help)"),
+    "build-repository": ("training.build_repository", "write the Triton model repository (cpu or gpu profile)"),
+    "triton": ("essayscore.triton_launcher", "run a real tritonserver on a model repository (foreground)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="essayscore", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -66,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="latest", help="artifact version, path or BentoML tag (default: latest)")
     p.set_defaults(func=_score)
 
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     p = sub.add_parser("info", help="print an artifact's manifest summary (verifies its hashes)")
     p.add_argument("--model", default="latest")
     p.set_defaults(func=_info)
@@ -73,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return int(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
