@@ -126,3 +126,24 @@ def test_rejects_wrong_feature_count(tmp_path: Path, data) -> None:
     with pytest.raises(ValueError, match="450 features"):
         compiled.predict(X[:2, :100])
     assert compiled.predict(X[:0]).shape == (0,)
+
+
+def test_trained_models_compile_and_match_xgboost_on_real_test_essays(trained_artifact: Path, shared_essays, tmp_path):
+    """The shipped artifact's own trees, on feature vectors of real held-out essays (the artifact's test split)."""
+    import pandas as pd
+
+    from essayscore.pipeline import EssayScorer
+    from essayscore.scorer import CLASSIFIER_FILE, REGRESSOR_FILE, XGBoostTrees
+
+    split = pd.read_csv(trained_artifact / "splits.csv")
+    test_ids = set(split.loc[split["split"] == "test", "essay_id"])
+    rows = shared_essays[shared_essays["essay_id"].isin(test_ids)].head(24)
+    assert len(rows) >= 10
+    scored = EssayScorer(trained_artifact).score(list(rows["essay"]), list(rows["prompt"]))
+    x = np.stack([s.x for s in scored]).astype(np.float32)
+    x[0, :5] = np.nan  # missing values route like XGBoost's
+    reference = XGBoostTrees.load(trained_artifact)
+    band = CompiledTrees(compile_xgboost(trained_artifact / REGRESSOR_FILE, tmp_path, "band"))
+    cefr = CompiledTrees(compile_xgboost(trained_artifact / CLASSIFIER_FILE, tmp_path, "cefr"))
+    np.testing.assert_allclose(band.predict(x), reference.predict_band(x), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cefr.predict(x), reference.predict_proba(x), atol=1e-5, rtol=0)
