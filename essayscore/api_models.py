@@ -1,0 +1,280 @@
+"""Request and response models of the HTTP API (pydantic 2), with examples for the OpenAPI document.
+
+Error shape of every 4xx/5xx answer: ``{"error": {"code": str, "message": str, "field": str|null}}`` (the
+:class:`ApiGuard` ASGI middleware below rewrites BentoML's own error bodies, e.g. pydantic 400s, into it).
+Codes: ``missing``, ``empty``, ``wrong_type``, ``too_long``, ``no_letters``, ``control_characters``,
+``invalid_utf8``, ``invalid_json``, ``invalid_request`` (other schema problems), ``batch_too_large``,
+``body_too_large`` (413), ``runtime_unavailable`` (503), ``internal_error`` (500), ``too_many_requests`` (429).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_ESSAY = (
+    "Some people believe that university students should study whatever they like, while others think they "
+    "should only be allowed to study subjects that will be useful in the future. In my opinion, students should "
+    "be free to choose, because motivation is the key to success in higher education...")
+EXAMPLE_PROMPT = ("Some people believe that university students should be allowed to study whatever they like. "
+                  "Others believe that they should only be allowed to study subjects that will be useful in the "
+                  "future, such as those related to science and technology. Discuss both views and give your "
+                  "own opinion.")
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example":
+        {"essay": EXAMPLE_ESSAY, "prompt": EXAMPLE_PROMPT, "essay_id": "student-42", "explain": True}})
+
+    essay: str = Field(description="The essay text (plain text, UTF-8; up to settings.max_essay_chars characters).")
+    prompt: Optional[str] = Field(None, description="The task prompt; enables prompt-alignment features and the "
+                                                    "off-topic warning.")
+    essay_id: Optional[str] = Field(None, max_length=200, description="Echoed back; generated when absent.")
+    explain: bool = Field(False, description="Include the SHAP explanation of the band.")
+    include_issues: bool = Field(False, description="Include grammar and spelling issues (offsets into the essay "
+                                                    "as sent).")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example":
+        {"items": [{"essay": EXAMPLE_ESSAY, "prompt": EXAMPLE_PROMPT}, {"essay": ""}]}})
+
+    # Items are validated one by one (as ScoreRequest) so that one malformed item fails alone.
+    items: list[Any] = Field(description="Score requests (each a ScoreRequest object), at most "
+                                         "settings.max_batch_size.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["empty"])
+    message: str = Field(examples=["'essay' is empty or only whitespace"])
+    field: Optional[str] = Field(None, examples=["essay"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class BandInterval(BaseModel):
+    low: float = Field(examples=[5.5])
+    high: float = Field(examples=[7.0])
+    level: float = Field(0.9, description="Conformal coverage level of the interval.")
+
+
+class CefrProbabilities(BaseModel):
+    A1: float
+    A2: float
+    B1: float
+    B2: float
+    C1: float
+    C2: float
+
+
+class Issue(BaseModel):
+    offset: int
+    length: int
+    category: str
+    message: str
+    suggestions: list[str]
+    rule_id: str
+
+
+class WarningItem(BaseModel):
+    code: Literal["too_short", "off_topic", "not_english"]
+    message: str
+
+
+class TopFeature(BaseModel):
+    name: str
+    description: str
+    group: str
+    value: Optional[float]
+    contribution: float
+    direction: Literal["raises", "lowers"]
+
+
+class Explanation(BaseModel):
+    base_value: float = Field(description="Expected model output; base_value + sum(groups) == ielts_raw.")
+    output: float
+    top_features: list[TopFeature]
+    groups: dict[str, float] = Field(description="SHAP contribution summed per feature group.")
+
+
+class ScoreResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "essay_id": "student-42", "ielts_band": 6.5, "ielts_band_label": "6.5", "ielts_raw": 6.41,
+        "band_interval": {"low": 5.5, "high": 7.5, "level": 0.9}, "cefr": "B2",
+        "cefr_probabilities": {"A1": 0.01, "A2": 0.04, "B1": 0.2, "B2": 0.5, "C1": 0.22, "C2": 0.03},
+        "warnings": [], "model_version": "v20261125-141610", "runtime": "embedded",
+        "timings": {"validation_ms": 0.1, "features_ms": 80.0, "embedding_ms": 60.0, "trees_ms": 1.0,
+                    "total_ms": 145.0}}})
+
+    essay_id: str
+    ielts_band: float
+    ielts_band_label: str = Field(description='"<4" for 3.5 (the model\'s "4 or below"), else the band as text.')
+    ielts_raw: float
+    band_interval: BandInterval
+    cefr: Literal["A1", "A2", "B1", "B2", "C1", "C2"]
+    cefr_probabilities: CefrProbabilities
+    explanation: Optional[Explanation] = None
+    issues: Optional[list[Issue]] = None
+    warnings: list[WarningItem]
+    model_version: str
+    runtime: str
+    timings: dict[str, float]
+
+
+class BatchResult(BaseModel):
+    ok: bool
+    result: Optional[ScoreResponse] = None
+    error: Optional[ErrorDetail] = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchResult]
+
+
+class Limits(BaseModel):
+    max_essay_chars: int
+    max_prompt_chars: int
+    max_batch_size: int
+    max_body_bytes: int
+    min_words_warning: int
+
+
+class MetadataResponse(BaseModel):
+    model_version: str
+    runtime: str
+    encoder: dict
+    metrics: dict = Field(description="Training metrics per split (the artifact's metrics.json).")
+    feature_registry: list[dict]
+    interval_level: float
+    limits: Limits
+
+
+# ---- the error shape, and the ASGI guard that enforces it for BentoML's own error answers --------------------------
+def error_body(code: str, message: str, field: str | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+_PYDANTIC_CODES = {"missing": "missing", "json_invalid": "invalid_json", "json_type": "invalid_json",
+                   "extra_forbidden": "invalid_request", "string_too_long": "too_long"}
+
+
+def map_pydantic_error(errors: list[dict]) -> dict:
+    """The first pydantic error -> our error detail (``*_type`` / ``*_parsing`` -> ``wrong_type``)."""
+    if not errors:
+        return {"code": "invalid_request", "message": "the request does not match the schema", "field": None}
+    e = errors[0]
+    loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+    field = ".".join(loc) or None
+    kind = e.get("type", "")
+    code = _PYDANTIC_CODES.get(kind) or ("wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_request")
+    message = f"'{field}': {e.get('msg', kind)}" if field else e.get("msg", kind)
+    if kind == "missing" and field:
+        message = f"'{field}' is required"
+    return {"code": code, "message": message, "field": field}
+
+
+_STATUS_CODES = {413: "body_too_large", 429: "too_many_requests", 503: "runtime_unavailable", 500: "internal_error"}
+
+
+class ApiGuard:
+    """ASGI middleware in front of the API: body-size limit (413), UTF-8 check, GET /metadata, and one error
+    shape for BentoML's own error bodies (pydantic 400s, 429, 500, 503)."""
+
+    def __init__(self, app, max_body_bytes: int, paths: tuple[str, ...] = ("/score", "/score_batch", "/metadata"),
+                 metadata: Callable[[], dict | None] = lambda: None):
+        self.app, self.max_body_bytes, self.paths, self.metadata = app, max_body_bytes, paths, metadata
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        if scope["method"] == "GET" and scope["path"] == "/metadata":
+            payload = self.metadata()
+            if payload is None:
+                return await self._json(send, 503, error_body("runtime_unavailable", "the model is not loaded yet"))
+            return await self._json(send, 200, payload)
+        if scope["method"] == "POST":
+            headers = dict(scope.get("headers") or [])
+            try:
+                declared = int(headers.get(b"content-length", b"0"))
+            except ValueError:
+                declared = 0
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body = message.get("body", b"")
+                size += len(body)
+                if size <= self.max_body_bytes and declared <= self.max_body_bytes:
+                    chunks.append(body)
+                more = message.get("more_body", False)
+                if size > 16 * self.max_body_bytes:  # stop draining an absurd body; the connection is closed
+                    break
+            if size > self.max_body_bytes or declared > self.max_body_bytes:
+                return await self._json(send, 413, error_body(
+                    "body_too_large", f"the request body has {max(size, declared)} bytes; the limit is "
+                                      f"{self.max_body_bytes}", None))
+            body = b"".join(chunks)
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return await self._json(send, 400, error_body(
+                    "invalid_utf8", f"the request body is not valid UTF-8 (byte {exc.start})", None))
+            replayed = False
+
+            async def receive():  # noqa: F811 - replay the buffered body
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.disconnect"}
+
+        start_message = None
+        buffered: list[bytes] = []
+
+        async def send_wrapper(message):
+            nonlocal start_message
+            if message["type"] == "http.response.start":
+                if message["status"] >= 400:
+                    start_message = message
+                    return
+                return await send(message)
+            if message["type"] == "http.response.body" and start_message is not None:
+                buffered.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                status = start_message["status"]
+                payload = _normalise_error(status, b"".join(buffered))
+                return await self._json(send, status, payload, start_message.get("headers"))
+            return await send(message)
+
+        return await self.app(scope, receive, send_wrapper)
+
+    @staticmethod
+    async def _json(send, status: int, payload: dict, original_headers=None) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        headers = [(k, v) for k, v in (original_headers or [])
+                   if k.lower() not in (b"content-length", b"content-type")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _normalise_error(status: int, raw: bytes) -> dict:
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = {"error": raw.decode("utf-8", "replace")}
+    if isinstance(payload, list) and payload:  # BentoML answers some 4xx as a one-element list
+        payload = payload[0]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and "code" in error:
+        return payload  # already ours
+    if isinstance(payload, dict) and isinstance(payload.get("detail"), list):
+        return {"error": map_pydantic_error(payload["detail"])}
+    code = _STATUS_CODES.get(status, "internal_error" if status >= 500 else "invalid_request")
+    return error_body(code, str(error if error is not None else payload), None)

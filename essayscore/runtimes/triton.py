@@ -1,0 +1,149 @@
+"""The Triton runtime: each essay goes to the ``essay_scorer`` ensemble of a Triton server through
+:mod:`essayscore.triton_io` (``tritonclient`` HTTP or gRPC, by ``settings.triton_protocol``).
+
+* Timeouts: ``settings.triton_timeout_s`` bounds connecting and each inference (HTTP connection/network timeouts,
+  gRPC ``client_timeout``); readiness probes use at most 2 s.
+* Retries: a transport failure (connection refused/reset, UNAVAILABLE, deadline exceeded, model not loaded) is
+  retried ``settings.triton_retries`` times with a short backoff, then :class:`RuntimeUnavailable` is raised (the
+  service answers 503). A request Triton itself rejects is that item's error, not retried.
+* Recovery: clients are per thread and dropped after a transport failure, so when Triton comes back (same
+  address) the next request or readiness probe reconnects; no restart of the Bento is needed.
+* Explanations: the ensemble returns FEATURE_VECTOR (the model's input row); the handcrafted values (for the
+  explanation's "value" fields and the warnings) are recovered by undoing the artifact's z-scoring of the first
+  ``len(FEATURES)`` columns, so nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from essayscore import artifacts, triton_io
+from essayscore.features import GrammarMatch
+from essayscore.pipeline import Scored
+from essayscore.runtimes import Batch, Item, RuntimeUnavailable
+from essayscore.scorer import PREPROCESSOR_FILE, Preprocessor
+from essayscore.settings import get_settings
+
+_TRANSIENT_MARKERS = ("unavailable", "deadline", "connect", "timed out", "timeout", "unknown model",
+                      "not ready", "not found", "reset by peer", "broken pipe", "socket closed")
+RESULT_KEYS = ("ielts_band", "ielts_raw", "band_interval", "cefr", "cefr_probabilities")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    status = getattr(exc, "status", None)
+    if callable(status):
+        try:
+            text += f" {status()}".lower()
+        except Exception:  # noqa: BLE001
+            pass
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+class TritonRuntime:
+    name = "triton"
+
+    def __init__(self, artifact_dir: Path, url: str | None = None, protocol: str | None = None,
+                 timeout_s: float | None = None, retries: int | None = None):
+        settings = get_settings()
+        self.artifact_dir = Path(artifact_dir)
+        self.version = artifacts.verify(self.artifact_dir)["version"]
+        self.preprocessor = Preprocessor.load(self.artifact_dir / PREPROCESSOR_FILE)
+        self.n_handcrafted = len(self.preprocessor.feature_names)
+        self.url = url or settings.triton_url
+        self.protocol = protocol or settings.triton_protocol
+        self.timeout_s = float(timeout_s if timeout_s is not None else settings.triton_timeout_s)
+        self.retries = int(retries if retries is not None else settings.triton_retries)
+        self._local = threading.local()
+
+    # -- clients ------------------------------------------------------------------------------------------------
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                import tritonclient.grpc as grpcclient
+
+                client = grpcclient.InferenceServerClient(self.url)
+            else:
+                import tritonclient.http as httpclient
+
+                client = httpclient.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+                                                          network_timeout=self.timeout_s)
+            self._local.client = client
+        return client
+
+    def _drop_client(self) -> None:
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - a broken client may fail to close
+                pass
+
+    def ready(self) -> bool:
+        """The server is up and the ``essay_scorer`` ensemble is loaded (answers within 2 s)."""
+        probe = min(2.0, self.timeout_s)
+        try:
+            if self.protocol == "grpc":
+                client = self._client()
+                return bool(client.is_server_ready(client_timeout=probe)
+                            and client.is_model_ready(triton_io.ENSEMBLE, client_timeout=probe))
+            import urllib.request
+
+            url = f"http://{self.url}/v2/models/{triton_io.ENSEMBLE}/ready"
+            with urllib.request.urlopen(url, timeout=probe) as resp:
+                return resp.status == 200
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            if self.protocol == "grpc":
+                self._drop_client()
+            return False
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def infer(self, essay: str, prompt: str | None) -> dict:
+        """One ensemble call with bounded retries; raises RuntimeUnavailable when Triton cannot answer."""
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        last: BaseException | None = None
+        deadline = time.monotonic() + self.timeout_s * (self.retries + 1)
+        for attempt in range(self.retries + 1):
+            try:
+                return triton_io.score(self._client(), essay, prompt, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not _is_transient(exc):
+                    raise
+                last = exc
+                self._drop_client()
+                if attempt < self.retries and time.monotonic() < deadline:
+                    time.sleep(min(0.25 * 2 ** attempt, 2.0))
+        raise RuntimeUnavailable(f"the Triton server at {self.url} ({self.protocol}) is unavailable after "
+                                 f"{self.retries + 1} attempts: {type(last).__name__}: {last}")
+
+    def to_scored(self, answer: dict) -> Scored:
+        if answer["model_version"] != self.version:
+            raise RuntimeUnavailable(f"Triton serves model {answer['model_version']}, but this service explains "
+                                     f"model {self.version}; redeploy one of them")
+        x = np.asarray(answer["feature_vector"], dtype=np.float32).reshape(-1)
+        handcrafted = (x[: self.n_handcrafted] * self.preprocessor.feature_std
+                       + self.preprocessor.feature_mean).astype(np.float32)
+        matches = [GrammarMatch(m["offset"], m["length"], m["category"], m["rule_id"], m["message"],
+                                tuple(m.get("suggestions", ()))) for m in answer["grammar_matches"]]
+        return Scored({k: answer[k] for k in RESULT_KEYS}, x, handcrafted, matches)
+
+    def score(self, items: Sequence[Item]) -> Batch:
+        out: list[Scored | Exception] = []
+        t0 = time.perf_counter()
+        for item in items:
+            try:
+                out.append(self.to_scored(self.infer(item.essay, item.prompt)))
+            except RuntimeUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Triton rejected this item: that item's error
+                out.append(exc)
+        return Batch(out, {"triton_ms": (time.perf_counter() - t0) * 1e3})
