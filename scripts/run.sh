@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The main job: set up .venv, train the default model if none is built yet, then score a CSV.
-#   scripts/run.sh [INPUT.csv [OUTPUT.csv]]     (defaults: examples/essays.csv -> out/scores.csv)
+# The main job: set up .venv, train the default model if none is built yet, score the example CSV (batch path),
+# then serve the BentoML service on the embedded runtime (foreground; Ctrl-C stops it).
+#   scripts/run.sh [--no-serve] [INPUT.csv [OUTPUT.csv]]   (defaults: examples/essays.csv -> out/scores.csv)
+#   PORT=3000 HOST=127.0.0.1 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+serve=1
+if [ "${1:-}" = "--no-serve" ]; then serve=0; shift; fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ! .venv/bin/essayscore info --model latest >/dev/null 2>&1; then
@@ -14,3 +18,7 @@ output=${2:-out/scores.csv}
 mkdir -p "$(dirname "$output")"
 .venv/bin/essayscore score "$input" -o "$output"
 cut -c1-200 "$output"
+if [ "$serve" = 1 ]; then
+  echo "serving on http://${HOST:-127.0.0.1}:${PORT:-3000}  (POST /score, /score_batch; GET /metadata, /readyz, /metrics; OpenAPI at /docs.json)"
+  exec .venv/bin/bentoml serve service:EssayScoreService --host "${HOST:-127.0.0.1}" --port "${PORT:-3000}"
+fi
