@@ -167,6 +167,28 @@ def pool_windows(window_embeddings: np.ndarray, owner: np.ndarray, n_tokens: np.
 # --------------------------------------------------------------------------------------------------------
 
 
+def length_sorted_batches(windows: Windows, batch_size: int, progress_label: str | None = None):
+    """Window index batches of similar length (longest first) and each batch's width, to limit padding."""
+    order = np.argsort(-windows.n_tokens, kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress_label:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=progress_label, unit="batch")
+    for batch in batches:
+        yield batch, int(windows.n_tokens[batch].max())
+
+
+def encode_texts(encoder, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    """``(len(texts), dim)`` float32 embeddings of the flattened texts: windows -> embed_windows -> pool_windows.
+    The ``encode`` of every encoder backend (torch here, ONNX Runtime in onnx_encoder)."""
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    windows = encoder.windows(texts)
+    return pool_windows(encoder.embed_windows(windows, progress=progress), windows.owner, windows.n_tokens, len(texts))
+
+
 class Encoder:
     """Frozen encoder with sliding windows; see the module docstring."""
 
@@ -275,13 +297,7 @@ class Encoder:
         return embed_windows(self.module, windows, self.dim, self.batch_size, self.device,
                              progress_label=f"encoding ({self.name})" if progress else None)
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """``(len(texts), dim)`` float32 embeddings of the flattened texts."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        windows = self.windows(texts)
-        return pool_windows(self.embed_windows(windows, progress=progress), windows.owner, windows.n_tokens, len(texts))
+    encode = encode_texts
 
 
 def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from essayscore.encoder import Encoder, Windows, pool_windows
+from essayscore.encoder import Encoder, Windows, encode_texts, length_sorted_batches
 
 META_FILE = "onnx_encoder.json"
 VARIANT_FILES = {"fp32": "encoder.fp32.onnx", "fp16": "encoder.fp16.onnx", "int8": "encoder.int8.onnx"}
@@ -159,21 +159,9 @@ class OnnxEncoder:
     def embed_windows(self, windows: Windows, progress: bool = False) -> np.ndarray:
         """Like :meth:`Encoder.embed_windows`: batches of similar length, each cut to its longest window."""
         out = np.empty((len(windows), self.dim), dtype=np.float32)
-        order = np.argsort(-windows.n_tokens, kind="stable")
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"encoding ({self.onnx_path.name})", unit="batch")
-        for batch in batches:
-            width = int(windows.n_tokens[batch].max())
+        label = f"encoding ({self.onnx_path.name})" if progress else None
+        for batch, width in length_sorted_batches(windows, self.batch_size, label):
             out[batch] = self.run_windows(windows.input_ids[batch, :width], windows.attention_mask[batch, :width])
         return out
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """``(len(texts), dim)`` float32 embeddings of the flattened texts."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        windows = self.windows(texts)
-        return pool_windows(self.embed_windows(windows, progress=progress), windows.owner, windows.n_tokens, len(texts))
+    encode = encode_texts

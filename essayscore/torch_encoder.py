@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from essayscore.encoder import Windows, _local_model_dir
+from essayscore.encoder import Windows, _local_model_dir, length_sorted_batches
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _threads_configured = False
@@ -107,14 +107,7 @@ def embed_windows(module: MeanPooledEncoder, windows: Windows, dim: int, batch_s
                   progress_label: str | None = None) -> np.ndarray:
     """``(n_windows, dim)`` float32 window embeddings; batches of similar length to limit padding."""
     out = np.empty((len(windows), dim), dtype=np.float32)
-    order = np.argsort(-windows.n_tokens, kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if progress_label:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc=progress_label, unit="batch")
-    for batch in batches:
-        width = int(windows.n_tokens[batch].max())
+    for batch, width in length_sorted_batches(windows, batch_size, progress_label):
         ids = torch.from_numpy(windows.input_ids[batch, :width]).to(device)
         mask = torch.from_numpy(windows.attention_mask[batch, :width]).to(device)
         out[batch] = module(ids, mask).float().cpu().numpy()

@@ -33,7 +33,6 @@ Tensor names, dtypes and shapes come from :mod:`essayscore.triton_io`; the pytho
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -481,14 +480,6 @@ class BuildReport:
     seconds: dict[str, float]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _validation_texts(artifact_dir: Path, n: int) -> list[str]:
     """Essays of the artifact's test split for the export's PyTorch comparison (a fixed sample otherwise)."""
     try:
@@ -660,13 +651,13 @@ def build_repository(
 
         validate_repository(staging, profile)
 
-        files = {p.relative_to(staging).as_posix(): _sha256(p) for p in sorted(staging.rglob("*"))
+        files = {p.relative_to(staging).as_posix(): artifacts.sha256_file(p) for p in sorted(staging.rglob("*"))
                  if p.is_file() and "__pycache__" not in p.parts}
         (staging / REPOSITORY_FILE).write_text(json.dumps({
             "generator": "training.build_repository",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "artifact_version": version,
-            "artifact_manifest_sha256": _sha256(artifact_dir / artifacts.MANIFEST),
+            "artifact_manifest_sha256": artifacts.sha256_file(artifact_dir / artifacts.MANIFEST),
             "profile": profile,
             "encoder": {"model_id": encoder_cfg["model_id"], "variant": variant, "onnx": onnx_file,
                         "reused_export": reused is not None},
