@@ -60,8 +60,8 @@ FIL_MODEL_FILE = "xgboost.json"  # the FIL backend's default file name for model
 TREE_FILES = {io.BAND_REGRESSOR: "regressor", io.CEFR_CLASSIFIER: "classifier"}  # artifact <name>.json
 TREE_MAX_BATCH = 64  # tree models batch dynamically (FIL requires max_batch_size > 0)
 CPU_VARIANTS = ("fp32", "int8")
-# ONNX int8 serves the cpu profile: 1.45x the batched throughput of fp32 here at the same test QWK (its export
-# is refused if QWK moves by more than 0.01); see docs/benchmarks.md and the export report.
+# ONNX int8 serves the cpu profile: the fastest single-essay encoder here at the same test QWK (its export is
+# refused if QWK moves by more than 0.01); see docs/benchmarks.md and the export report.
 DEFAULT_CPU_VARIANT = "int8"
 GPU_VARIANT = "fp16"
 
