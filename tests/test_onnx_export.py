@@ -26,11 +26,6 @@ except ImportError:  # tests/ imported as a package
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Encoder:
-    return Encoder("minilm", window=256, stride=192, batch_size=16)
-
-
-@pytest.fixture(scope="module")
 def essays() -> list[str]:
     """Real essays from the shared data, longest first (the first ones need several 256-token windows)."""
     return sorted(training_texts(120), key=len, reverse=True)
