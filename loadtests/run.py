@@ -1,0 +1,198 @@
+"""Headless load test of the essayscore Bento against a budget (loadtests/budget.toml).
+
+    python loadtests/run.py --host http://127.0.0.1:3000 --users 2 --spawn-rate 2 --run-time 30s --budget ci
+    python loadtests/run.py --start-embedded [--model artifacts/vX] --users 2 --run-time 30s --budget ci
+    python loadtests/run.py --start-triton   [--model artifacts/vX] --users 2 --run-time 30s --budget ci
+
+Runs ``locust --headless`` (bounded run time, --csv into a temporary folder), prints observed p50/p95/p99, error
+rate and throughput per endpoint against the budget, and exits 1 when any figure breaks it (2 on a run problem).
+--start-embedded / --start-triton start the servers on free 127.0.0.1 ports and stop them afterwards (the Bento via
+tests/test_service.py's BentoServer; Triton via essayscore.triton_launcher on a cpu repository built by
+training.build_repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from contextlib import ExitStack
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BIN = Path(sys.executable).parent
+FIGURES = (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+
+
+def seconds(run_time: str) -> int:
+    total = 0
+    for value, unit in re.findall(r"(\d+)\s*([hms]?)", run_time):
+        total += int(value) * {"h": 3600, "m": 60}.get(unit, 1)
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"bad --run-time {run_time!r}")
+    return total
+
+
+def latest_artifact() -> Path:
+    from essayscore import artifacts
+
+    return artifacts.resolve("latest", REPO / "artifacts")
+
+
+def start_embedded(stack: ExitStack, model: Path, **env: str) -> str:
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_service import BentoServer  # the test suite's server harness (free port, readiness, process group)
+
+    # a path as the model tag: the Bento resolves the folder directly (no BentoML model store needed)
+    server = BentoServer(model, ESSAYSCORE_MODEL_TAG=str(model), **env)
+    print(f"starting the Bento ({env.get('ESSAYSCORE_RUNTIME', 'embedded')}) on {server.url} ...", flush=True)
+    stack.callback(server.stop)
+    server.start()
+    return server.url
+
+
+def start_triton(stack: ExitStack, model: Path, protocol: str, repo: Path | None) -> str:
+    from essayscore import triton_launcher
+    from training.build_repository import build_repository
+
+    if repo is None:
+        repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-triton-"))) / "model_repository"
+        print(f"building the cpu Triton repository in {repo} ...", flush=True)
+        build_repository(model, repo, profile="cpu", cpu_variant="fp32")
+    triton = triton_launcher.TritonServer(repo, stub_python_env=triton_launcher.prepare_stub_env())
+    print(f"starting tritonserver (http {triton.http_url}, grpc {triton.grpc_url}) ...", flush=True)
+    stack.callback(triton.stop)
+    triton.start(timeout_s=180)
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url
+    return start_embedded(stack, model, ESSAYSCORE_RUNTIME="triton", ESSAYSCORE_TRITON_URL=url,
+                          ESSAYSCORE_TRITON_PROTOCOL=protocol)
+
+
+def run_locust(host: str, users: int, spawn_rate: float, run_time: str, out: Path) -> Path:
+    prefix = out / "loadtest"
+    cmd = [str(BIN / "locust"), "-f", str(HERE / "locustfile.py"), "--headless", "--host", host,
+           "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", run_time, "--stop-timeout", "30",
+           "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True, timeout=seconds(run_time) + 120)
+    return prefix
+
+
+def read_stats(prefix: Path) -> dict:
+    """The locustfile's final summary (per endpoint: requests, failures, p50/p95/p99 ms; essays scored)."""
+    summary = json.loads(Path(f"{prefix}_summary.json").read_text())
+    duration = max(summary["stop"] - summary["start"], 1e-9)
+    return {"rows": summary["stats"], "essays": summary["essays"], "duration_s": duration,
+            "essays_per_s": summary["essays"] / duration}
+
+
+def check(stats: dict, budget: dict) -> tuple[list[list[str]], list[str]]:
+    """Table rows [endpoint, figure, observed, budget, verdict] and the list of broken figures."""
+    table, broken = [], []
+
+    def add(endpoint: str, figure: str, observed: float, limit: float | None, lower_is_better: bool, fmt: str):
+        if limit is None:
+            verdict = ""
+        else:
+            ok = observed <= limit if lower_is_better else observed >= limit
+            if ok:
+                verdict = "ok"
+            elif lower_is_better:
+                verdict = f"BROKEN ({observed / limit:.1f}x over)" if limit > 0 else "BROKEN"
+            else:
+                verdict = f"BROKEN ({limit / observed:.1f}x short)" if observed > 0 else "BROKEN"
+            if not ok:
+                broken.append(f"{endpoint} {figure}")
+        table.append([endpoint, figure, fmt.format(observed), "-" if limit is None else f"{limit:g}", verdict])
+
+    rows = stats["rows"]
+    endpoints = budget.get("endpoints", {})
+    for name in sorted((set(rows) | set(endpoints)) - {"Aggregated"}):
+        row, limits = rows.get(name), endpoints.get(name, {})
+        if row is None:
+            table.append([name, "requests", "0", "-", "BROKEN (no requests)"])
+            broken.append(f"{name} requests")
+            continue
+        n, fails = row["requests"], row["failures"]
+        table.append([name, "requests", str(n), "-", ""])
+        for figure, column in FIGURES:
+            add(name, figure, float(row[column]) if n else 0.0, limits.get(figure), True, "{:.0f}")
+        add(name, "error_rate", fails / n if n else 0.0, limits.get("max_error_rate"), True, "{:.3f}")
+    total = rows["Aggregated"]
+    n, fails = total["requests"], total["failures"]
+    add("all", "error_rate", fails / n if n else 1.0, budget.get("max_error_rate"), True, "{:.3f}")
+    add("all", "requests_per_s", n / stats["duration_s"], None, False, "{:.2f}")
+    add("all", "essays_per_s", stats["essays_per_s"], budget.get("min_essays_per_s"), False, "{:.2f}")
+    return table, broken
+
+
+def print_table(table: list[list[str]]) -> None:
+    head = ["endpoint", "figure", "observed", "budget", "verdict"]
+    widths = [max(len(r[i]) for r in table + [head]) for i in range(len(head))]
+    for r in [head, ["-" * w for w in widths]] + table:
+        print("  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", help="the Bento's base URL (http://127.0.0.1:PORT); not with --start-*")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--start-embedded", action="store_true", help="start an embedded-runtime Bento")
+    start.add_argument("--start-triton", action="store_true", help="start Triton (cpu repository) and its Bento")
+    p.add_argument("--model", type=Path, help="artifact folder for --start-*; default: the latest in artifacts/")
+    p.add_argument("--triton-repo", type=Path, help="an existing model repository for --start-triton (skip the build)")
+    p.add_argument("--triton-protocol", choices=("http", "grpc"), default="http")
+    p.add_argument("--users", type=int, default=2)
+    p.add_argument("--spawn-rate", type=float, default=2)
+    p.add_argument("--run-time", default="30s")
+    p.add_argument("--budget", default="ci", help="profile in the budget file")
+    p.add_argument("--budget-file", type=Path, default=HERE / "budget.toml")
+    p.add_argument("--csv-dir", type=Path, help="keep Locust's CSVs here (default: a temporary folder)")
+    args = p.parse_args(argv)
+    if bool(args.host) == (args.start_embedded or args.start_triton):
+        p.error("give exactly one of --host, --start-embedded, --start-triton")
+    if not 1 <= args.users <= 64 or seconds(args.run_time) > 600:
+        p.error("keep it bounded: 1-64 users, run time <= 10 min")
+    if args.host and not re.match(r"https?://(127\.0\.0\.1|localhost)(:\d+)?/?$", args.host):
+        p.error("load traffic goes to 127.0.0.1 only")
+    profiles = tomllib.loads(args.budget_file.read_text())
+    if args.budget not in profiles:
+        p.error(f"no profile {args.budget!r} in {args.budget_file} (have: {', '.join(profiles)})")
+    budget = profiles[args.budget]
+
+    with ExitStack() as stack:
+        try:
+            if args.host:
+                host = args.host.rstrip("/")
+            else:
+                sys.path.insert(0, str(REPO))
+                model = (args.model or latest_artifact()).resolve()
+                host = (start_triton(stack, model, args.triton_protocol, args.triton_repo) if args.start_triton
+                        else start_embedded(stack, model, ESSAYSCORE_RUNTIME="embedded"))
+            out = args.csv_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-")))
+            out.mkdir(parents=True, exist_ok=True)
+            stats = read_stats(run_locust(host, args.users, args.spawn_rate, args.run_time, out))
+        except Exception as exc:  # noqa: BLE001 - a run problem, not a budget verdict
+            print(f"load test could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+    table, broken = check(stats, budget)
+    print(f"\nbudget '{args.budget}' ({args.budget_file.name}); {args.users} user(s), {args.run_time}, "
+          f"{stats['essays']} essays in {stats['duration_s']:.1f} s")
+    notes = {k: v for k, v in budget.items() if k.endswith("_users")}
+    if notes and any(v != args.users for v in notes.values()):
+        print(f"note: this profile is defined at {notes}; observed at {args.users} user(s)")
+    print_table(table)
+    if broken:
+        print(f"\nBUDGET BROKEN: {', '.join(broken)}")
+        return 1
+    print("\nbudget met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

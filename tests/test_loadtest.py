@@ -1,0 +1,80 @@
+"""Short load tests (loadtests/run.py + loadtests/locustfile.py) on the session's trained artifact: the embedded
+Bento and the Triton-backed Bento stay within the ``ci`` budget, the deliberately invalid requests are answered 4xx
+(successes, not failures), and an impossible budget makes the runner exit non-zero naming the broken figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from essayscore import triton_launcher
+
+pytest.importorskip("locust")
+pytest.importorskip("httpx")
+
+from test_service import BentoServer  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+RUNNER = REPO / "loadtests" / "run.py"
+
+
+def run_loadtest(tmp_path: Path, *args: str, run_time: str = "20s", timeout: int = 420):
+    csv_dir = tmp_path / "csv"
+    r = subprocess.run([sys.executable, str(RUNNER), "--users", "2", "--spawn-rate", "2", "--run-time", run_time,
+                        "--csv-dir", str(csv_dir), *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=timeout)
+    print(r.stdout[-6000:], r.stderr[-3000:])
+    summary = csv_dir / "loadtest_summary.json"  # the locustfile's final figures, as the runner reads them
+    rows = json.loads(summary.read_text())["stats"] if summary.exists() else {}
+    return r, rows
+
+
+def assert_invalid_answered_4xx(rows: dict) -> None:
+    invalid = rows["/score [invalid]"]  # the locustfile fails these unless 4xx with the matching error code
+    assert invalid["requests"] >= 3  # each kind at least once
+    assert invalid["failures"] == 0
+    assert rows["Aggregated"]["failures"] == 0
+
+
+@pytest.fixture(scope="module")
+def bento(trained_artifact: Path):
+    server = BentoServer(trained_artifact, ESSAYSCORE_RUNTIME="embedded").start()
+    yield server
+    server.stop()
+
+
+def test_embedded_within_ci_budget(bento, tmp_path) -> None:
+    r, rows = run_loadtest(tmp_path, "--host", bento.url, "--budget", "ci")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "budget met" in r.stdout
+    assert rows["/score"]["requests"] > 0 and rows["/score_batch"]["requests"] > 0
+    assert_invalid_answered_4xx(rows)
+
+
+def test_impossible_budget_fails_and_names_the_figure(bento, tmp_path) -> None:
+    budget = tmp_path / "impossible.toml"
+    budget.write_text('[impossible]\nmax_error_rate = 0.5\n\n[impossible.endpoints."/score"]\np95_ms = 0.001\n')
+    r, _ = run_loadtest(tmp_path, "--host", bento.url, "--budget", "impossible", "--budget-file", str(budget),
+                        run_time="6s")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "BUDGET BROKEN: /score p95_ms" in r.stdout
+    broken = [line for line in r.stdout.splitlines() if line.split()[:2] == ["/score", "p95_ms"]]
+    assert broken and "BROKEN" in broken[0], r.stdout
+
+
+@pytest.mark.skipif(not triton_launcher.is_installed(), reason="tritonserver binary not installed")
+def test_triton_within_ci_budget(trained_artifact, tmp_path) -> None:
+    try:
+        triton_launcher.prepare_stub_env()
+    except Exception as exc:  # pragma: no cover - offline without a cached numpy 1.26 wheel
+        pytest.skip(f"could not prepare the python backend stub env: {exc}")
+    r, rows = run_loadtest(tmp_path, "--start-triton", "--model", str(trained_artifact), "--budget", "ci")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "budget met" in r.stdout
+    assert_invalid_answered_4xx(rows)
