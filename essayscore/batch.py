@@ -38,15 +38,7 @@ def _score_chunk(scorer: EssayScorer, chunk: list[dict]) -> list[dict]:
         except InputError as exc:
             out[i]["error"] = f"{exc.code}: {exc.message}"
     if valid:
-        try:
-            scored = scorer.score([e for _, e, _ in valid], [p for _, _, p in valid])
-        except Exception:  # one row broke the batch: score one by one so only that row fails
-            scored = []
-            for _, essay, prompt in valid:
-                try:
-                    scored.append(scorer.score([essay], [prompt])[0])
-                except Exception as exc:  # noqa: BLE001 - reported in the row's error column
-                    scored.append(exc)
+        scored = scorer.score_isolated([e for _, e, _ in valid], [p for _, _, p in valid])
         for (i, _, _), result in zip(valid, scored):
             if isinstance(result, Exception):
                 out[i]["error"] = f"scoring_failed: {type(result).__name__}: {result}"

@@ -7,6 +7,7 @@ so there is one implementation of every step.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -63,11 +64,35 @@ class EssayScorer:
         prompt_emb[prompt_rows] = vectors[len(essays):]
         return essay_emb, prompt_emb
 
-    def score(self, essays: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[Scored]:
+    def score(self, essays: Sequence[str], prompts: Sequence[str | None] | None = None,
+              timings_ms: dict[str, float] | None = None) -> list[Scored]:
+        """Score essays together; per-stage milliseconds are added into ``timings_ms`` when given."""
         prompts = list(prompts) if prompts is not None else [None] * len(essays)
+        t0 = time.perf_counter()
         hand, matches = self.features(essays, prompts)
+        t1 = time.perf_counter()
         essay_emb, prompt_emb = self.embed(essays, prompts)
+        t2 = time.perf_counter()
         hand = add_embedding_features(hand, essay_emb, prompt_emb)
         x = self.model.transform(hand, essay_emb)
         pred: Predictions = self.model.predict(x)
+        if timings_ms is not None:
+            for stage, ms in (("features_ms", t1 - t0), ("embedding_ms", t2 - t1),
+                              ("trees_ms", time.perf_counter() - t2)):
+                timings_ms[stage] = timings_ms.get(stage, 0.0) + ms * 1e3
         return [Scored(pred.row(i), x[i], hand[i], matches[i]) for i in range(len(essays))]
+
+    def score_isolated(self, essays: Sequence[str], prompts: Sequence[str | None],
+                       timings_ms: dict[str, float] | None = None) -> list[Scored | Exception]:
+        """Like :meth:`score`, but if the batch fails, each essay is scored alone so that only the essay that
+        breaks gets an Exception in its place (the batch CLI and the service both rely on this)."""
+        try:
+            return list(self.score(essays, prompts, timings_ms))
+        except Exception:  # noqa: BLE001 - narrowed down essay by essay below
+            out: list[Scored | Exception] = []
+            for essay, prompt in zip(essays, prompts):
+                try:
+                    out.extend(self.score([essay], [prompt], timings_ms))
+                except Exception as exc:  # noqa: BLE001 - reported as that essay's error
+                    out.append(exc)
+            return out
