@@ -73,6 +73,21 @@ def start_triton(stack: ExitStack, model: Path, protocol: str, repo: Path | None
                           ESSAYSCORE_TRITON_PROTOCOL=protocol)
 
 
+def warm_up(host: str, requests: int) -> None:
+    """Unmeasured requests first, so the budget judges the steady state, not lazy loads on the first calls
+    (spaCy, word lists, ONNX sessions, Triton's python stubs)."""
+    import httpx
+
+    essay = ("Many people believe that public transport should be free for everyone. In my opinion, this policy "
+             "would reduce traffic and pollution, although it would cost governments a great deal of money. ") * 8
+    with httpx.Client(base_url=host, timeout=120) as client:
+        for i in range(requests):
+            client.post("/score", json={"essay": essay, "prompt": "Should public transport be free?",
+                                        "explain": i % 2 == 0, "include_issues": True}).raise_for_status()
+        if requests:
+            client.post("/score_batch", json={"items": [{"essay": essay}, {"essay": essay[::-1]}]}).raise_for_status()
+
+
 def run_locust(host: str, users: int, spawn_rate: float, run_time: str, out: Path) -> Path:
     prefix = out / "loadtest"
     cmd = [str(BIN / "locust"), "-f", str(HERE / "locustfile.py"), "--headless", "--host", host,
@@ -153,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="ci", help="profile in the budget file")
     p.add_argument("--budget-file", type=Path, default=HERE / "budget.toml")
     p.add_argument("--csv-dir", type=Path, help="keep Locust's CSVs here (default: a temporary folder)")
+    p.add_argument("--warmup", type=int, default=4, help="unmeasured /score requests before the run (default 4)")
     args = p.parse_args(argv)
     if bool(args.host) == (args.start_embedded or args.start_triton):
         p.error("give exactly one of --host, --start-embedded, --start-triton")
@@ -176,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                         else start_embedded(stack, model, ESSAYSCORE_RUNTIME="embedded"))
             out = args.csv_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-")))
             out.mkdir(parents=True, exist_ok=True)
+            warm_up(host, args.warmup)
             stats = read_stats(run_locust(host, args.users, args.spawn_rate, args.run_time, out))
         except Exception as exc:  # noqa: BLE001 - a run problem, not a budget verdict
             print(f"load test could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
