@@ -53,7 +53,7 @@ def _store_tag(tag: str) -> bool:
     return ":" in tag and not Path(tag).exists()
 
 
-@bentoml.service(name="essayscore", workers=1, traffic={"timeout": 300, "max_concurrency": 32},
+@bentoml.service(name="essayscore", workers=SETTINGS.workers, traffic={"timeout": 300, "max_concurrency": 32},
                  resources={"cpu": "2"})
 class EssayScoreService:
     if _store_tag(SETTINGS.model_tag):
@@ -176,7 +176,8 @@ class EssayScoreService:
         metrics = json.loads((d / "metrics.json").read_text())
         s = self.settings
         return {
-            "model_version": self.runtime.version, "runtime": self.runtime.name, "encoder": config["encoder"],
+            "model_version": self.runtime.version, "runtime": self.runtime.name,
+            "encoder": {**config["encoder"], "backend": self.runtime.encoder_backend},
             "metrics": metrics.get("splits", metrics),
             "feature_registry": json.loads((d / "feature_registry.json").read_text()),
             "interval_level": self.interval_level,

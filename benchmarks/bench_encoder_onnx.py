@@ -35,7 +35,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from essayscore.encoder import Encoder  # noqa: E402
-from essayscore.onnx_encoder import VARIANT_FILES, OnnxEncoder, usable_cores  # noqa: E402
+from essayscore.onnx_encoder import VARIANT_FILES, OnnxEncoder  # noqa: E402
+from essayscore.settings import usable_cores  # noqa: E402
 from essayscore.settings import get_settings  # noqa: E402
 from training.export_onnx import cosine_rows, export_encoder  # noqa: E402
 

@@ -107,8 +107,8 @@ class ScoreResponse(BaseModel):
         "band_interval": {"low": 5.5, "high": 7.5, "level": 0.9}, "cefr": "B2",
         "cefr_probabilities": {"A1": 0.01, "A2": 0.04, "B1": 0.2, "B2": 0.5, "C1": 0.22, "C2": 0.03},
         "warnings": [], "model_version": "v20261125-141610", "runtime": "embedded",
-        "timings": {"validation_ms": 0.1, "features_ms": 80.0, "embedding_ms": 60.0, "trees_ms": 1.0,
-                    "total_ms": 145.0}}})
+        "timings": {"validation_ms": 0.1, "features_ms": 70.0, "tokenise_ms": 1.0, "encoder_ms": 60.0,
+                    "trees_ms": 1.0, "warnings_ms": 0.1, "total_ms": 135.0}}})
 
     essay_id: str
     ielts_band: float

@@ -21,36 +21,30 @@ of the export task).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from essayscore.encoder import Encoder, Windows, encode_texts, length_sorted_batches
+from essayscore.settings import threads_per_worker
 
 META_FILE = "onnx_encoder.json"
+ARTIFACT_EXPORT_DIR = "encoder_onnx"  # an artifact's validated serving export (written by training)
 VARIANT_FILES = {"fp32": "encoder.fp32.onnx", "fp16": "encoder.fp16.onnx", "int8": "encoder.int8.onnx"}
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embedding"
 
 
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def make_session(onnx_path: str | Path, providers: Sequence | None = None, intra_op_threads: int | None = None):
     """An ONNX Runtime session: all graph optimisations, sequential execution, ``intra_op_threads`` (default: the
-    usable cores) and one inter-op thread. ``providers`` default to the CPU EP (ask for CUDA explicitly)."""
+    usable cores shared among the Bento's workers) and one inter-op thread. ``providers`` default to the CPU EP (ask for CUDA explicitly)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(intra_op_threads or usable_cores())
+    options.intra_op_num_threads = int(intra_op_threads or threads_per_worker())
     options.inter_op_num_threads = 1
     # no busy-waiting between ops: on a small shared machine spinning threads steal the cores the other
     # stages (features, trees, other workers) need (under load here, 2 spinning threads ran 1.8x slower than 1)
@@ -107,6 +101,8 @@ class OnnxEncoder:
         self.tokenizer = self._windower.tokenizer
 
         self.session = make_session(self.onnx_path, providers, intra_op_threads)
+        # dynamic int8 quantisation scales activations per batch: keep each text's windows to themselves
+        self.per_text_batches = self.onnx_path.name == VARIANT_FILES["int8"]
         inputs = {i.name: i for i in self.session.get_inputs()}
         if set(inputs) != set(INPUT_NAMES):
             raise ValueError(f"{self.onnx_path}: graph inputs are {sorted(inputs)}, expected {list(INPUT_NAMES)}")
@@ -160,7 +156,7 @@ class OnnxEncoder:
         """Like :meth:`Encoder.embed_windows`: batches of similar length, each cut to its longest window."""
         out = np.empty((len(windows), self.dim), dtype=np.float32)
         label = f"encoding ({self.onnx_path.name})" if progress else None
-        for batch, width in length_sorted_batches(windows, self.batch_size, label):
+        for batch, width in length_sorted_batches(windows, self.batch_size, label, per_text=self.per_text_batches):
             out[batch] = self.run_windows(windows.input_ids[batch, :width], windows.attention_mask[batch, :width])
         return out
 

@@ -7,7 +7,9 @@ so there is one implementation of every step.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,9 +17,41 @@ from typing import Sequence
 import numpy as np
 
 from essayscore import artifacts
-from essayscore.encoder import Encoder
+from essayscore.encoder import Encoder, pool_windows
 from essayscore.features import FeatureExtractor, GrammarMatch, add_embedding_features
 from essayscore.scorer import Predictions, ScoringModel, TreeModels
+
+PROMPT_CACHE_SIZE = 1024  # distinct prompts whose embeddings are kept (384-1024 floats each)
+
+
+def _add(timings_ms: dict[str, float] | None, **seconds: float) -> None:
+    if timings_ms is not None:
+        for stage, s in seconds.items():
+            timings_ms[stage] = timings_ms.get(stage, 0.0) + s * 1e3
+
+
+class LruCache:
+    """A small thread-safe least-recently-used map (the service scores requests on several threads)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        """The value, or None when absent (another thread may evict at any time: look up once)."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
 
 
 @dataclass
@@ -45,6 +79,7 @@ class EssayScorer:
                 f"but {self.encoder.model_id!r} is loaded")
         self.extractor = extractor or FeatureExtractor()
         self.model = ScoringModel.load(self.artifact_dir, trees)
+        self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
 
     @classmethod
     def from_reference(cls, reference: str, **kwargs) -> "EssayScorer":
@@ -55,31 +90,43 @@ class EssayScorer:
     def features(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, list]:
         return self.extractor.extract_many(list(essays), list(prompts))
 
-    def embed(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        given = [p for p in prompts if p]
-        vectors = self.encoder.encode(list(essays) + given)
+    def embed(self, essays: Sequence[str], prompts: Sequence[str | None],
+              timings_ms: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Essay embeddings and prompt embeddings (NaN rows where there is no prompt). Prompts repeat across
+        requests (one task prompt, many essays), so their embeddings are kept in a small in-process LRU."""
+        known = {p: self._prompt_cache.get(p) for p in dict.fromkeys(p for p in prompts if p)}
+        missing = [p for p, vector in known.items() if vector is None]
+        t0 = time.perf_counter()
+        windows = self.encoder.windows(list(essays) + missing)
+        t1 = time.perf_counter()
+        vectors = pool_windows(self.encoder.embed_windows(windows), windows.owner, windows.n_tokens,
+                               len(essays) + len(missing))
+        t2 = time.perf_counter()
+        _add(timings_ms, tokenise_ms=t1 - t0, encoder_ms=t2 - t1)
         essay_emb = vectors[: len(essays)]
+        for prompt, vector in zip(missing, vectors[len(essays):]):
+            known[prompt] = vector
+            self._prompt_cache.put(prompt, vector)
         prompt_emb = np.full_like(essay_emb, np.nan)
-        prompt_rows = [i for i, p in enumerate(prompts) if p]
-        prompt_emb[prompt_rows] = vectors[len(essays):]
+        for i, prompt in enumerate(prompts):
+            if prompt:
+                prompt_emb[i] = known[prompt]
         return essay_emb, prompt_emb
 
     def score(self, essays: Sequence[str], prompts: Sequence[str | None] | None = None,
               timings_ms: dict[str, float] | None = None) -> list[Scored]:
-        """Score essays together; per-stage milliseconds are added into ``timings_ms`` when given."""
+        """Score essays together; per-stage milliseconds (features, tokenise, encoder, trees) are added into
+        ``timings_ms`` when given."""
         prompts = list(prompts) if prompts is not None else [None] * len(essays)
         t0 = time.perf_counter()
         hand, matches = self.features(essays, prompts)
+        _add(timings_ms, features_ms=time.perf_counter() - t0)
+        essay_emb, prompt_emb = self.embed(essays, prompts, timings_ms)
         t1 = time.perf_counter()
-        essay_emb, prompt_emb = self.embed(essays, prompts)
-        t2 = time.perf_counter()
         hand = add_embedding_features(hand, essay_emb, prompt_emb)
         x = self.model.transform(hand, essay_emb)
         pred: Predictions = self.model.predict(x)
-        if timings_ms is not None:
-            for stage, ms in (("features_ms", t1 - t0), ("embedding_ms", t2 - t1),
-                              ("trees_ms", time.perf_counter() - t2)):
-                timings_ms[stage] = timings_ms.get(stage, 0.0) + ms * 1e3
+        _add(timings_ms, trees_ms=time.perf_counter() - t1)
         return [Scored(pred.row(i), x[i], hand[i], matches[i]) for i in range(len(essays))]
 
     def score_isolated(self, essays: Sequence[str], prompts: Sequence[str | None],

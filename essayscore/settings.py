@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,16 @@ class Settings(BaseSettings):
     encoder_window: int = 256  # tokens per window, special tokens included (MiniLM was trained at 256)
     encoder_stride: int = 192  # window start step; window - stride tokens overlap between windows
     encoder_batch_size: int = 16
+    # a batch of windows is split rather than padded beyond this share of its real tokens (CPU: padding costs
+    # full price; on a GPU, where a bigger batch is nearly free, raise it, e.g. to 1.0)
+    encoder_max_padding: float = 0.10
+    # Embedded runtime's encoder. "onnx": the validated ONNX export (``onnx_encoder_dir`` when set, else the one
+    # training ships in the artifact's encoder_onnx/; PyTorch when neither exists): the int8 export runs the
+    # encoder 2.5x faster here at the same test QWK (docs/performance.md). "torch": PyTorch fp32, the encoder the
+    # trees were trained on. The export's model_id must equal the artifact's.
+    embedded_encoder: Literal["onnx", "torch"] = "onnx"
+    onnx_encoder_dir: Optional[Path] = None  # e.g. a Triton repository's encoder/1 or `essayscore export-onnx` output
+    onnx_encoder_variant: Literal["fp32", "fp16", "int8"] = "int8"
 
     # --- grammar checker ----------------------------------------------------------------------------
     # When set, the LanguageTool HTTP API (/v2/check) is used instead of the embedded offline checker.
@@ -35,6 +47,9 @@ class Settings(BaseSettings):
 
     # --- serving ------------------------------------------------------------------------------------
     runtime: Literal["embedded", "triton"] = "embedded"
+    # Bento worker processes. Each runs its own model copy (memory per worker: docs/performance.md) and gets
+    # usable cores / workers intra-op threads for the encoder.
+    workers: int = Field(default=1, ge=1)
     model_tag: str = "essayscore:latest"
     triton_url: str = "127.0.0.1:18000"
     triton_protocol: Literal["http", "grpc"] = "http"
@@ -51,3 +66,15 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker() -> int:
+    """Intra-op threads for one worker's encoder: the usable cores shared among the Bento's workers."""
+    return max(1, usable_cores() // get_settings().workers)

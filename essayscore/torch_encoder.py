@@ -12,25 +12,22 @@ import numpy as np
 import torch
 
 from essayscore.encoder import Windows, _local_model_dir, length_sorted_batches
+from essayscore.settings import threads_per_worker
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _threads_configured = False
 
 
 def configure_torch_threads() -> None:
-    """Once per process: intra-op threads = usable cores, 1 inter-op thread, unless the user chose already
-    (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set)."""
+    """Once per process: intra-op threads = usable cores / Bento workers, 1 inter-op thread, unless the user
+    chose already (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set)."""
     global _threads_configured
     if _threads_configured:
         return
     _threads_configured = True
     if any(os.environ.get(var) for var in _THREAD_ENV_VARS):
         return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
+    torch.set_num_threads(threads_per_worker())
     try:
         torch.set_num_interop_threads(1)  # one forward at a time; extra inter-op threads only contend
     except RuntimeError:  # inter-op pool already started: leave it

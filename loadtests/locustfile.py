@@ -6,7 +6,8 @@ Essays come from the shared IELTS set (ESSAYSCORE_LOADTEST_DATA overrides the pa
 prompt, a few ask for explain=true, some /score_batch calls carry 2-8 essays, and ~5% of requests are deliberately
 invalid (empty essay, wrong type, too long). Invalid ones are reported under "<path> [invalid]" and count as
 successes only when answered 4xx with the error shape. The number of essays scored is written next to the --csv
-files (<prefix>_summary.json, with the final per-endpoint figures) for the runner.
+files (<prefix>_summary.json, with the final per-endpoint figures) for the runner. ``--tags score`` runs the
+/score task alone (the throughput sweep of benchmarks/bench_service.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import time
 from pathlib import Path
 
-from locust import HttpUser, between, events, task
+from locust import HttpUser, between, events, tag, task
 
 DATA = Path(os.environ.get("ESSAYSCORE_LOADTEST_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data" / "ielts-task2" / "essays.csv"))
@@ -46,6 +47,7 @@ class EssayScoreUser(HttpUser):
         for kind, body in INVALID:  # every kind at least once per user, then ~5% of the traffic at random
             self._invalid(kind, body)
 
+    @tag("score")
     @task(14)
     def score(self) -> None:
         body = item(self.rng)
@@ -57,6 +59,7 @@ class EssayScoreUser(HttpUser):
             else:
                 r.failure(f"{r.status_code}: {r.text[:200]}")
 
+    @tag("batch")
     @task(3)
     def score_batch(self) -> None:
         items = [item(self.rng) for _ in range(self.rng.randint(2, 8))]

@@ -44,33 +44,36 @@ def latest_artifact() -> Path:
     return artifacts.resolve("latest", REPO / "artifacts")
 
 
-def start_embedded(stack: ExitStack, model: Path, **env: str) -> str:
+def start_embedded(stack: ExitStack, model: Path, **env: str | None) -> str:
     sys.path.insert(0, str(REPO / "tests"))
     from test_service import BentoServer  # the test suite's server harness (free port, readiness, process group)
 
     # a path as the model tag: the Bento resolves the folder directly (no BentoML model store needed)
-    server = BentoServer(model, ESSAYSCORE_MODEL_TAG=str(model), **env)
+    # production threading (usable cores / workers), not the test suite's OMP_NUM_THREADS=1
+    server = BentoServer(model, **{"ESSAYSCORE_MODEL_TAG": str(model), "OMP_NUM_THREADS": None, **env})
     print(f"starting the Bento ({env.get('ESSAYSCORE_RUNTIME', 'embedded')}) on {server.url} ...", flush=True)
     stack.callback(server.stop)
     server.start()
     return server.url
 
 
-def start_triton(stack: ExitStack, model: Path, protocol: str, repo: Path | None) -> str:
+def start_triton(stack: ExitStack, model: Path, protocol: str, repo: Path | None, cpu_variant: str = "int8"):
+    """Triton on a cpu repository of ``model`` plus a Bento that calls it; returns (the Bento's URL, the server).
+    The repository's encoder is the artifact's own validated int8 export when it ships one (no re-export)."""
     from essayscore import triton_launcher
     from training.build_repository import build_repository
 
     if repo is None:
         repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-triton-"))) / "model_repository"
-        print(f"building the cpu Triton repository in {repo} ...", flush=True)
-        build_repository(model, repo, profile="cpu", cpu_variant="fp32")
+        print(f"building the cpu Triton repository ({cpu_variant} encoder) in {repo} ...", flush=True)
+        build_repository(model, repo, profile="cpu", cpu_variant=cpu_variant)
     triton = triton_launcher.TritonServer(repo, stub_python_env=triton_launcher.prepare_stub_env())
     print(f"starting tritonserver (http {triton.http_url}, grpc {triton.grpc_url}) ...", flush=True)
     stack.callback(triton.stop)
     triton.start(timeout_s=180)
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
     return start_embedded(stack, model, ESSAYSCORE_RUNTIME="triton", ESSAYSCORE_TRITON_URL=url,
-                          ESSAYSCORE_TRITON_PROTOCOL=protocol)
+                          ESSAYSCORE_TRITON_PROTOCOL=protocol), triton
 
 
 def warm_up(host: str, requests: int) -> None:
@@ -88,11 +91,13 @@ def warm_up(host: str, requests: int) -> None:
             client.post("/score_batch", json={"items": [{"essay": essay}, {"essay": essay[::-1]}]}).raise_for_status()
 
 
-def run_locust(host: str, users: int, spawn_rate: float, run_time: str, out: Path) -> Path:
+def run_locust(host: str, users: int, spawn_rate: float, run_time: str, out: Path, tags: list[str] | None = None) -> Path:
     prefix = out / "loadtest"
     cmd = [str(BIN / "locust"), "-f", str(HERE / "locustfile.py"), "--headless", "--host", host,
            "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", run_time, "--stop-timeout", "30",
            "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    if tags:
+        cmd += ["--tags", *tags]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True, timeout=seconds(run_time) + 120)
     return prefix
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="ci", help="profile in the budget file")
     p.add_argument("--budget-file", type=Path, default=HERE / "budget.toml")
     p.add_argument("--csv-dir", type=Path, help="keep Locust's CSVs here (default: a temporary folder)")
+    p.add_argument("--tags", nargs="+", help="only the locustfile tasks with these tags (e.g. score)")
     p.add_argument("--warmup", type=int, default=4, help="unmeasured /score requests before the run (default 4)")
     args = p.parse_args(argv)
     if bool(args.host) == (args.start_embedded or args.start_triton):
@@ -188,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.path.insert(0, str(REPO))
                 model = (args.model or latest_artifact()).resolve()
-                host = (start_triton(stack, model, args.triton_protocol, args.triton_repo) if args.start_triton
+                host = (start_triton(stack, model, args.triton_protocol, args.triton_repo)[0] if args.start_triton
                         else start_embedded(stack, model, ESSAYSCORE_RUNTIME="embedded"))
             out = args.csv_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-")))
             out.mkdir(parents=True, exist_ok=True)
             warm_up(host, args.warmup)
-            stats = read_stats(run_locust(host, args.users, args.spawn_rate, args.run_time, out))
+            stats = read_stats(run_locust(host, args.users, args.spawn_rate, args.run_time, out, args.tags))
         except Exception as exc:  # noqa: BLE001 - a run problem, not a budget verdict
             print(f"load test could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2

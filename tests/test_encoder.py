@@ -14,7 +14,8 @@ import torch
 
 from essayscore import text as text_mod
 from essayscore.embedding_cache import EmbeddingCache, embed_with_cache
-from essayscore.encoder import Encoder, MeanPooledEncoder, pool_windows, resolve_encoder_path, window_starts
+from essayscore.encoder import (Encoder, MeanPooledEncoder, Windows, length_sorted_batches, pool_windows,
+                                resolve_encoder_path, window_starts)
 
 try:
     from tiny_roberta import build_tiny_roberta, training_texts
@@ -129,6 +130,39 @@ def test_long_text_overlapping_windows_no_truncation(minilm, essays):
     w = minilm.windows([essays[2], "Short one.", essays[3]])
     assert w.owner.tolist() == sorted(w.owner.tolist()) and set(w.owner.tolist()) == {0, 1, 2}
     assert (w.owner == 1).sum() == 1
+
+
+def _windows_of_lengths(lengths):
+    n = np.asarray(lengths, dtype=np.int64)
+    mask = (np.arange(n.max())[None, :] < n[:, None]).astype(np.int64)
+    return Windows(mask.copy(), mask, np.arange(len(n)), n)
+
+
+def test_batches_split_rather_than_pad():
+    w = _windows_of_lengths([100, 256, 40, 256, 250, 256])
+    batches = [(sorted(b.tolist()), width) for b, width in length_sorted_batches(w, 16, max_padding=0.10)]
+    # the full windows and the 250 go together (0.6% padding); adding 100 would pad 14.5% (> 10%): alone
+    assert batches == [([1, 3, 4, 5], 256), ([0], 100), ([2], 40)]
+    # every window exactly once, and batch_size still bounds a batch
+    sizes = [len(b) for b, _ in length_sorted_batches(w, 2, max_padding=10.0)]
+    assert sizes == [2, 2, 2]
+    assert [len(b) for b, _ in length_sorted_batches(w, 16, max_padding=10.0)] == [6]  # padding allowed: one batch
+    # per_text: windows of different texts never share a batch
+    w3 = Windows(w.input_ids, w.attention_mask, np.array([0, 1, 0, 1, 1, 0]), w.n_tokens)
+    per_text = [sorted(b.tolist()) for b, _ in length_sorted_batches(w3, 16, max_padding=10.0, per_text=True)]
+    assert per_text == [[0, 2, 5], [1, 3, 4]]
+    empty = np.zeros((0, 0), np.int64)
+    none = np.zeros(0, np.int64)
+    assert list(length_sorted_batches(Windows(empty, empty, none, none), 16)) == []
+
+
+def test_split_batches_give_the_same_embeddings(minilm, essays):
+    texts = [essays[0], "A one-line prompt about work.", essays[1]]
+    w = minilm.windows(texts)
+    assert len(list(length_sorted_batches(w, 16))) > 1  # the prompt's short window is not padded to 256
+    with torch.inference_mode():  # the former behaviour: every window in one batch, padded to the longest
+        padded = minilm.module(torch.from_numpy(w.input_ids), torch.from_numpy(w.attention_mask)).numpy()
+    np.testing.assert_allclose(minilm.embed_windows(w), padded, atol=1e-5)
 
 
 def test_window_starts():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -116,6 +118,35 @@ def test_onnx_encoder_from_artifact_encoder_config(minilm_export, minilm, essays
     enc = OnnxEncoder(minilm_export[0] / "encoder.fp32.onnx", config)
     assert enc.model_id == minilm.model_id
     assert cosine_rows(minilm.encode(essays[5:7]), enc.encode(essays[5:7])).min() >= 0.999
+
+
+def test_embedded_runtime_serves_the_onnx_export(minilm_export, trained_artifact, tmp_path):
+    """settings.onnx_encoder_dir: the embedded runtime runs the export (fp32: same results as PyTorch; int8:
+    the same stages, a different backend) and refuses an export of another encoder."""
+    from essayscore.runtimes import Item
+    from essayscore.runtimes.embedded import EmbeddedRuntime
+
+    items = [Item("Cities should invest in public transport rather than roads. " * 25, "Transport in cities"),
+             Item("Online learning helps students who live far from schools. " * 20)]
+    torch_rt = EmbeddedRuntime(trained_artifact)
+    fp32_rt = EmbeddedRuntime(trained_artifact, onnx_encoder_dir=minilm_export[0], onnx_variant="fp32")
+    int8_rt = EmbeddedRuntime(trained_artifact, onnx_encoder_dir=minilm_export[0], onnx_variant="int8")
+    assert (torch_rt.encoder_backend, fp32_rt.encoder_backend, int8_rt.encoder_backend) == (
+        "torch-fp32", "onnx-fp32", "onnx-int8")
+    assert isinstance(int8_rt.scorer.encoder, OnnxEncoder)
+    want, got = torch_rt.score(items), fp32_rt.score(items)
+    for a, b in zip(want.scored, got.scored):
+        assert b.result["ielts_raw"] == pytest.approx(a.result["ielts_raw"], abs=1e-3)
+    assert {"tokenise_ms", "encoder_ms"} <= set(int8_rt.score(items).timings_ms)
+
+    other = tmp_path / "other-export"
+    shutil.copytree(minilm_export[0], other)
+    meta = json.loads((other / META_FILE).read_text())
+    (other / META_FILE).write_text(json.dumps({**meta, "model_id": meta["model_id"] + "-other"}))
+    from essayscore.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match="trained with encoder"):
+        EmbeddedRuntime(trained_artifact, onnx_encoder_dir=other, onnx_variant="fp32")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,14 +32,15 @@ def free_port() -> int:
 class BentoServer:
     """``bentoml serve service:EssayScoreService`` on 127.0.0.1 in its own process group (1 worker)."""
 
-    def __init__(self, artifact_dir: Path, **env: str):
+    def __init__(self, artifact_dir: Path, **env: str | None):
         from essayscore.artifacts import verify
 
         self.version = verify(artifact_dir)["version"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
-                    "ESSAYSCORE_ARTIFACTS_DIR": str(Path(artifact_dir).parent), "OMP_NUM_THREADS": "1", **env}
+        env = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
+               "ESSAYSCORE_ARTIFACTS_DIR": str(Path(artifact_dir).parent), "OMP_NUM_THREADS": "1", **env}
+        self.env = {k: v for k, v in env.items() if v is not None}  # None: leave the variable unset
         fd, name = tempfile.mkstemp(prefix=f"bento-{self.port}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
@@ -131,7 +132,7 @@ def test_score_response(client, real, bento) -> None:
     assert d["cefr"] in d["cefr_probabilities"]
     assert d["explanation"] is None and d["issues"] is None
     assert isinstance(d["warnings"], list)
-    assert {"validation_ms", "features_ms", "embedding_ms", "trees_ms", "total_ms"} <= set(d["timings"])
+    assert {"validation_ms", "features_ms", "tokenise_ms", "encoder_ms", "trees_ms", "total_ms"} <= set(d["timings"])
     # no essay_id: a stable one derived from the text
     again = client.post("/score", json={"essay": essay, "prompt": prompt}).json()
     assert again["essay_id"].startswith("essay-") and again["ielts_raw"] == d["ielts_raw"]
@@ -253,7 +254,7 @@ def test_metrics_show_stage_histograms(client, real) -> None:
     client.post("/score", json={"essay": real[0][0], "explain": True})
     text = client.get("/metrics").text
     buckets = [line for line in text.splitlines() if line.startswith("essayscore_stage_seconds_bucket")]
-    for stage in ("features", "embedding", "trees", "warnings", "explain", "total"):
+    for stage in ("features", "tokenise", "encoder", "trees", "warnings", "explain", "total"):
         assert any(f'stage="{stage}"' in line for line in buckets), stage
     assert "essayscore_predicted_band_total{" in text
 

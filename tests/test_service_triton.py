@@ -46,7 +46,8 @@ def cpu_repo(trained_artifact: Path, tmp_path_factory) -> Path:
     from training.build_repository import build_repository
 
     out = tmp_path_factory.mktemp("bento-triton") / "model_repository"
-    build_repository(trained_artifact, out, profile="cpu", cpu_variant="fp32")
+    # int8: the artifact's own validated export, the one the embedded runtime serves too (same answers expected)
+    build_repository(trained_artifact, out, profile="cpu", cpu_variant="int8")
     return out
 
 
@@ -106,17 +107,18 @@ def served(client, cases):
 
 @pytest.fixture(scope="module")
 def embedded(trained_artifact, cases):
-    """What the embedded Bento computes for the same essays (the same runtime class, in process)."""
+    """What the embedded Bento computes for the same essays (the same runtime, loaded the same way, in process:
+    the artifact's int8 ONNX encoder, as in the Triton repository)."""
     from essayscore import warnings as essay_warnings
     from essayscore.explain import Explainer
-    from essayscore.runtimes import Item
-    from essayscore.runtimes.embedded import EmbeddedRuntime
+    from essayscore.runtimes import Item, load_runtime
 
-    runtime = EmbeddedRuntime(trained_artifact)
+    runtime = load_runtime("embedded", trained_artifact)
+    assert runtime.encoder_backend == "onnx-int8"
     explainer = Explainer(trained_artifact)
-    batch = runtime.score([Item(e, p) for e, p in cases])
+    scored = runtime.score([Item(e, p) for e, p in cases]).scored  # one batch: scores do not depend on batch-mates
     return [(s, explainer.explain(s.x, s.handcrafted)[0],
-             {w.code for w in essay_warnings.check(e, p, s.handcrafted)}) for s, (e, p) in zip(batch.scored, cases)]
+             {w.code for w in essay_warnings.check(e, p, s.handcrafted)}) for s, (e, p) in zip(scored, cases)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,31 @@ def test_training_writes_a_complete_verified_registered_artifact(trained_artifac
     assert artifacts.verify(stored)["files"] == manifest["files"]
 
 
+def test_artifact_ships_a_validated_int8_encoder_that_the_embedded_runtime_serves(trained_artifact):
+    from essayscore.onnx_encoder import OnnxEncoder
+    from essayscore.runtimes import load_runtime
+
+    manifest = artifacts.verify(trained_artifact)  # the export is covered by the manifest
+    assert {"encoder_onnx/encoder.int8.onnx", "encoder_onnx/onnx_encoder.json"} <= set(manifest["files"])
+    report = json.loads((trained_artifact / "encoder_onnx" / "export_report.json").read_text())
+    int8 = report["variants"]["int8"]
+    assert int8["passed"] is True and abs(int8["band_check"]["qwk_delta"]) <= int8["band_check"]["qwk_tolerance"]
+    runtime = load_runtime("embedded", trained_artifact)
+    assert runtime.encoder_backend == "onnx-int8" and isinstance(runtime.scorer.encoder, OnnxEncoder)
+    # against the PyTorch encoder the trees were trained on: close, not identical (validated above on QWK)
+    from essayscore.runtimes import Item
+    from essayscore.runtimes.embedded import EmbeddedRuntime
+
+    items = [Item("Museums should be free so that everyone can learn about history and art. " * 20),
+             Item("Young people should learn to cook at school because it keeps them healthy. " * 12, "Cooking")]
+    onnx_raw = runtime.score(items[:1]).scored[0].result["ielts_raw"]
+    torch_raw = EmbeddedRuntime(trained_artifact).score(items[:1]).scored[0].result["ielts_raw"]
+    assert abs(onnx_raw - torch_raw) < 0.5
+    # an essay's score does not depend on its batch-mates, int8 or not
+    together = [s.result["ielts_raw"] for s in runtime.score(items).scored]
+    assert together == pytest.approx([onnx_raw, runtime.score(items[1:]).scored[0].result["ielts_raw"]], abs=1e-6)
+
+
 def test_scorer_outputs_are_consistent(trained_artifact):
     scorer = EssayScorer(trained_artifact)
     essays = ["Technology changes how we study. " * 30, "Public transport is better than cars for cities. " * 25]
@@ -49,6 +74,20 @@ def test_scorer_outputs_are_consistent(trained_artifact):
     # scoring is deterministic and independent of batch composition
     alone = scorer.score(essays[:1], ["Is technology good for education?"])[0]
     assert alone.result["ielts_raw"] == pytest.approx(results[0].result["ielts_raw"], abs=1e-5)
+
+
+def test_repeated_prompts_are_embedded_once(trained_artifact):
+    scorer = EssayScorer(trained_artifact)
+    prompt, essays = "Is technology good for education?", ["Technology changes how we study. " * 30,
+                                                          "Computers help pupils learn faster. " * 20]
+    encoded: list[int] = []
+    windows = scorer.encoder.windows
+    scorer.encoder.windows = lambda texts: (encoded.append(len(texts)), windows(texts))[1]
+    first = scorer.score(essays, [prompt, prompt])  # two essays + the prompt once
+    again = scorer.score(essays[:1], [prompt])  # the prompt comes from the cache
+    assert encoded == [3, 1]
+    assert again[0].handcrafted.tolist() == pytest.approx(first[0].handcrafted.tolist(), abs=1e-5, nan_ok=True)
+    assert again[0].result["ielts_raw"] == pytest.approx(first[0].result["ielts_raw"], abs=1e-5)
 
 
 def test_loading_refuses_a_tampered_artifact(trained_artifact, tmp_path):

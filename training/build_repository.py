@@ -499,12 +499,14 @@ def _validation_texts(artifact_dir: Path, n: int) -> list[str]:
 
 def _existing_export(previous: Path | None, model_id: str, variant: str) -> Path | None:
     """The encoder version folder of a previous repository, if it holds a validated export of this encoder."""
-    if previous is None:
-        return None
+    return None if previous is None else validated_export(previous / io.ENCODER / VERSION, model_id, variant)
+
+
+def validated_export(folder: Path, model_id: str, variant: str) -> Path | None:
+    """``folder`` if it holds an export of this encoder whose ``variant`` passed validation, else None."""
     from essayscore.onnx_encoder import META_FILE, VARIANT_FILES
     from training.export_onnx import REPORT_FILE
 
-    folder = previous / io.ENCODER / VERSION
     try:
         meta = json.loads((folder / META_FILE).read_text())
         report = json.loads((folder / REPORT_FILE).read_text())
@@ -515,8 +517,10 @@ def _existing_export(previous: Path | None, model_id: str, variant: str) -> Path
     return folder if ok else None
 
 
-def _export_encoder(artifact_dir: Path, encoder_cfg: dict, variant: str, out_dir: Path, n_validation: int,
-                    band_limit: int) -> dict:
+def export_encoder_for(artifact_dir: Path, encoder_cfg: dict, variant: str, out_dir: Path, n_validation: int = 16,
+                       band_limit: int = 0) -> dict:
+    """Export the artifact's encoder as ``variant`` into ``out_dir``, validated against PyTorch on its test-split
+    essays (int8 also end to end: the artifact's test QWK must not move); raises ExportValidationError."""
     from essayscore.encoder import Encoder
     from training.export_onnx import BandComparer, export_encoder, load_split
 
@@ -581,7 +585,12 @@ def build_repository(
     try:
         # ---- encoder: reuse or export -------------------------------------------------------------------------
         enc_dir = staging / io.ENCODER / VERSION
-        reused = _existing_export(previous, encoder_cfg["model_id"], variant) if reuse_export else None
+        from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
+
+        reused = None
+        if reuse_export:  # the artifact's own export (training writes it), else the previous repository's
+            reused = (validated_export(artifact_dir / ARTIFACT_EXPORT_DIR, encoder_cfg["model_id"], variant)
+                      or _existing_export(previous, encoder_cfg["model_id"], variant))
         t0 = time.perf_counter()
         if reused is not None:
             shutil.copytree(reused, enc_dir, ignore=shutil.ignore_patterns("model.py", "__pycache__"))
@@ -589,7 +598,7 @@ def build_repository(
                 (enc_dir / other).unlink(missing_ok=True)
         else:
             enc_dir.mkdir(parents=True)
-            export = _export_encoder(artifact_dir, encoder_cfg, variant, enc_dir, n_validation, band_limit)
+            export = export_encoder_for(artifact_dir, encoder_cfg, variant, enc_dir, n_validation, band_limit)
             if export.get("variants", {}).get(variant, {}).get("passed") is not True \
                     or not (enc_dir / onnx_file).is_file():
                 raise RepositoryError([f"the {variant} encoder export did not pass validation: "

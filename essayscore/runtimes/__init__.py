@@ -1,8 +1,8 @@
 """Where the model runs, behind one interface: ``score(items) -> list[Scored]`` and ``ready() -> bool``.
 
-* ``embedded`` (default): :class:`essayscore.pipeline.EssayScorer` in this process (PyTorch MiniLM + XGBoost).
-  Option, not wired by default: pass ``encoder=OnnxEncoder.from_dir(...)`` / ``trees=`` compiled trees to
-  ``EmbeddedRuntime(artifact_dir, scorer_kwargs=...)`` — they plug into ``EssayScorer``'s constructor.
+* ``embedded`` (default): :class:`essayscore.pipeline.EssayScorer` in this process: the encoder is the artifact's
+  validated int8 ONNX export when it has one (``settings.embedded_encoder`` / ``onnx_encoder_dir``), else
+  PyTorch; trees are XGBoost.
 * ``triton``: the ``essay_scorer`` ensemble of a Triton server (``settings.triton_url``, HTTP or gRPC by
   ``settings.triton_protocol``), with timeouts and bounded retries; SHAP uses the FEATURE_VECTOR it returns.
 
@@ -12,11 +12,14 @@ timings, so the service formats, explains and warns the same way whatever the ru
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 from essayscore.pipeline import Scored
+
+log = logging.getLogger(__name__)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -39,6 +42,7 @@ class Batch:
 class Runtime(Protocol):
     name: str
     version: str
+    encoder_backend: str  # "torch-fp32", "onnx-int8", ... or "triton"
     artifact_dir: Path
 
     def score(self, items: Sequence[Item]) -> Batch: ...
@@ -50,7 +54,20 @@ def load_runtime(kind: str, artifact_dir: Path) -> Runtime:
     if kind == "embedded":
         from essayscore.runtimes.embedded import EmbeddedRuntime
 
-        return EmbeddedRuntime(artifact_dir)
+        from essayscore.settings import get_settings
+
+        s = get_settings()
+        onnx_dir = None
+        if s.embedded_encoder == "onnx":
+            from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR, VARIANT_FILES
+
+            shipped = Path(artifact_dir) / ARTIFACT_EXPORT_DIR
+            onnx_dir = s.onnx_encoder_dir or (shipped if (shipped / VARIANT_FILES[s.onnx_encoder_variant]).is_file()
+                                              else None)
+            if onnx_dir is None:
+                log.warning("no %s ONNX encoder export for %s: the embedded runtime runs PyTorch",
+                            s.onnx_encoder_variant, artifact_dir)
+        return EmbeddedRuntime(artifact_dir, onnx_encoder_dir=onnx_dir, onnx_variant=s.onnx_encoder_variant)
     if kind == "triton":
         from essayscore.runtimes.triton import TritonRuntime
 

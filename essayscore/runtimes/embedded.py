@@ -1,5 +1,5 @@
-"""The embedded runtime: the artifact's EssayScorer in this process, each stage timed (features, embedding,
-trees)."""
+"""The embedded runtime: the artifact's EssayScorer in this process, each stage timed (features, tokenise, encoder,
+trees); the encoder is PyTorch, or a validated ONNX export when one is given (settings.onnx_encoder_dir)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ from essayscore.runtimes import Batch, Item
 class EmbeddedRuntime:
     name = "embedded"
 
-    def __init__(self, artifact_dir: Path, scorer_kwargs: dict | None = None):
+    def __init__(self, artifact_dir: Path, scorer_kwargs: dict | None = None, onnx_encoder_dir: Path | None = None,
+                 onnx_variant: str = "int8"):
+        """``onnx_encoder_dir``: serve that ONNX export's ``onnx_variant`` instead of the PyTorch encoder
+        (EssayScorer refuses it unless its model_id is the artifact's)."""
         self.artifact_dir = Path(artifact_dir)
-        self.scorer = EssayScorer(self.artifact_dir, **(scorer_kwargs or {}))
+        scorer_kwargs = dict(scorer_kwargs or {})
+        self.encoder_backend = "torch-fp32"
+        if onnx_encoder_dir is not None:
+            from essayscore.onnx_encoder import OnnxEncoder
+
+            scorer_kwargs["encoder"] = OnnxEncoder.from_dir(onnx_encoder_dir, variant=onnx_variant)
+            self.encoder_backend = f"onnx-{onnx_variant}"
+        self.scorer = EssayScorer(self.artifact_dir, **scorer_kwargs)
         self.version = self.scorer.version
         # warm up: first calls load spaCy / torch kernels; readiness is only reported after this
         self.scorer.score(["This is a short warm-up essay about schools and education."], ["Education"])

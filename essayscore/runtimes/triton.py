@@ -49,6 +49,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 class TritonRuntime:
     name = "triton"
+    encoder_backend = "triton"  # whatever the repository's encoder model runs (cpu: ONNX int8, gpu: ONNX fp16)
 
     def __init__(self, artifact_dir: Path, url: str | None = None, protocol: str | None = None,
                  timeout_s: float | None = None, retries: int | None = None):

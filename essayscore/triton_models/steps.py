@@ -89,7 +89,10 @@ class EncoderStep:
         self(windows.input_ids, windows.attention_mask)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.encoder.run_windows(input_ids, attention_mask)
+        from essayscore.encoder import windows_from_padded
+
+        # re-batched by length: the request's windows arrive padded to its longest (essay and prompt together)
+        return self.encoder.embed_windows(windows_from_padded(input_ids, attention_mask))
 
 
 # ------------------------------------------------------------------------------------------------------------
