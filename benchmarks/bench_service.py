@@ -19,8 +19,8 @@ shared set, each with its prompt, one request at a time unless the section says 
 4. Throughput and latency against concurrency: Locust (``loadtests/locustfile.py --tags score``) at each user
    count against each of those Bentos, plus 1 encoder thread and 2 workers; plotted.
 
-The cpu Triton repository (int8 ONNX encoder, validated by ``training.build_repository``) is built into
-``--repo`` first and reused on later runs.
+The embedded runtime serves the artifact's int8 ONNX encoder by default (``ESSAYSCORE_EMBEDDED_ENCODER=torch``
+for PyTorch); the cpu Triton repository reuses that export and is built into ``--repo``.
 5. Memory: resident (RSS) and unique (USS) memory of every process, after warm-up and the peak under load.
 6. GPU: the encoder on CUDA when torch sees a GPU; otherwise the report says none was used.
 """
@@ -106,7 +106,8 @@ def stage_breakdown(svc, essays, prompts, other_essays) -> str:
 
     total = statistics.median(seen["total_ms"])
     names = {"validation_ms": "validation (schema + text rules)", "features_ms": "features (91 signals)",
-             "tokenise_ms": "tokenisation + windows", "encoder_ms": "encoder (MiniLM, PyTorch)",
+             "tokenise_ms": "tokenisation + windows",
+             "encoder_ms": f"encoder ({svc.runtime.scorer.encoder.name}, {svc.runtime.encoder_backend})",
              "trees_ms": "trees (preprocess + XGBoost, both heads)", "warnings_ms": "warnings",
              "explain_ms": "SHAP explanation (pred_contribs)", "serialisation_ms": "serialisation (JSON)",
              "total_ms": "**total** (server-side, before HTTP)"}
@@ -125,7 +126,7 @@ def stage_breakdown(svc, essays, prompts, other_essays) -> str:
 # --------------------------------------------------------------------------------------------------------
 # 2. what was tried on the encoder
 # --------------------------------------------------------------------------------------------------------
-def encoder_variants(scorer, onnx_scorer, essays, prompts) -> str:
+def encoder_variants(torch_scorer, onnx_scorer, essays, prompts) -> str:
     import torch
 
     from essayscore.settings import get_settings, threads_per_worker
@@ -136,7 +137,7 @@ def encoder_variants(scorer, onnx_scorer, essays, prompts) -> str:
     threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(1)
 
-    def embed(max_padding: float, cached_prompt: bool, n_threads: int = threads, scorer=scorer):
+    def embed(max_padding: float, cached_prompt: bool, n_threads: int = threads, scorer=torch_scorer):
         def run(essay, prompt):
             settings.encoder_max_padding = max_padding
             torch.set_num_threads(n_threads)
@@ -149,7 +150,7 @@ def encoder_variants(scorer, onnx_scorer, essays, prompts) -> str:
             return t["tokenise_ms"] + t["encoder_ms"]
         return run
 
-    def whole(overlap: bool):
+    def whole(overlap: bool, scorer=onnx_scorer):
         def run(essay, prompt):
             settings.encoder_max_padding = default_padding
             torch.set_num_threads(threads)
@@ -165,20 +166,20 @@ def encoder_variants(scorer, onnx_scorer, essays, prompts) -> str:
         return run
 
     default_padding = settings.encoder_max_padding
+    shipped = "int8 ONNX encoder, per-essay split batches + prompt cache hit (shipped default)"
     variants = {
-        "before: essay + prompt windows in one batch padded to the longest": embed(1e9, False),
-        f"split batches, padding <= {default_padding:.0%} of real tokens": embed(default_padding, False),
-        "split batches + prompt embedding cache hit (shipped)": embed(default_padding, True),
-        "shipped, 1 intra-op thread (each of 2 workers)": embed(default_padding, True, 1),
-        "shipped + ONNX Runtime int8 encoder (ESSAYSCORE_ONNX_ENCODER_DIR)": embed(default_padding, True,
-                                                                                   scorer=onnx_scorer),
+        "PyTorch, essay + prompt windows in one batch padded to the longest (before)": embed(1e9, False),
+        f"PyTorch, split batches (padding <= {default_padding:.0%} of real tokens)": embed(default_padding, False),
+        "PyTorch, split batches + prompt-embedding cache hit": embed(default_padding, True),
+        "PyTorch, as above, 1 intra-op thread (what each of 2 workers gets)": embed(default_padding, True, 1),
+        shipped: embed(default_padding, True, scorer=onnx_scorer),
         "features + embedding, one after the other (shipped)": whole(False),
         "features + embedding overlapped on 2 threads": whole(True),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     try:
         for essay, prompt in zip(essays, prompts):
-            scorer.features([essay], [prompt])  # untimed: every timed features call sees a cached grammar check
+            onnx_scorer.features([essay], [prompt])  # untimed: every timed features call sees a cached grammar check
             for name, run in variants.items():
                 times[name].append(run(essay, prompt))
     finally:
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--step-s", type=int, default=15, help="seconds of Locust per user count")
     ap.add_argument("--quick", action="store_true", help="10 essays, 8 s steps, 1/4/16 users, no Triton (smoke run)")
-    ap.add_argument("--no-triton", action="store_true", help="skip the Triton server (the ONNX export is still built)")
+    ap.add_argument("--no-triton", action="store_true", help="skip the Triton repository and server")
     ap.add_argument("--repo", type=Path, default=REPO / "out" / "bench-service-repository",
                     help="cpu Triton repository to build (or reuse when it holds this artifact's validated export)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md")
@@ -393,7 +394,6 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.step_s, args.users, args.no_triton = 10, 8, [1, 4, 16], True
 
     from essayscore import artifacts
-    from essayscore.onnx_encoder import OnnxEncoder
     from essayscore.pipeline import EssayScorer
     from training.build_repository import DEFAULT_CPU_VARIANT, build_repository
 
@@ -409,12 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     import service
 
     svc = service.EssayScoreService.inner()
-    scorer = svc.runtime.scorer
-    log(f"cpu Triton repository ({DEFAULT_CPU_VARIANT} encoder) in {args.repo}")
-    build_repository(artifact, args.repo, "cpu", cpu_variant=DEFAULT_CPU_VARIANT)
-    onnx_dir = args.repo / "encoder" / "1"
-    onnx_scorer = EssayScorer(artifact, encoder=OnnxEncoder.from_dir(onnx_dir, DEFAULT_CPU_VARIANT),
-                              extractor=scorer.extractor)
+    scorer = svc.runtime.scorer  # the shipped default: the artifact's int8 ONNX encoder
+    assert svc.runtime.encoder_backend == "onnx-int8", svc.runtime.encoder_backend
+    torch_scorer = EssayScorer(artifact, extractor=scorer.extractor)
+    if not args.no_triton:  # reuses the artifact's validated int8 export
+        log(f"cpu Triton repository ({DEFAULT_CPU_VARIANT} encoder) in {args.repo}")
+        build_repository(artifact, args.repo, "cpu", cpu_variant=DEFAULT_CPU_VARIANT)
     for e, p in zip(essays[:2], prompts[:2]):  # lazy loads (SHAP, word lists) before timing
         svc._score_many([{"essay": e[::-1], "prompt": p, "explain": True, "include_issues": True}])
 
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     log("encoder variants")
     sections.append("## 2. Acting on the biggest stage: the encoder\n\nThe encoder was the biggest stage "
                     "(143 ms of a 220 ms request in the first Triton breakdown, `docs/benchmarks.md`). Variants, "
-                    "interleaved essay by essay on the same essays:\n\n" + encoder_variants(scorer, onnx_scorer, essays, prompts))
+                    "interleaved essay by essay on the same essays:\n\n" + encoder_variants(torch_scorer, scorer, essays, prompts))
 
     curves: dict[str, list[dict]] = {}
     memory: dict[str, dict] = {}
@@ -438,36 +438,33 @@ def main(argv: list[str] | None = None) -> int:
         curves[name], peak = sweep(name, url, roots, args.users, args.step_s)
         memory.update(peak)
 
-    onnx_env = {"ESSAYSCORE_ONNX_ENCODER_DIR": str(onnx_dir), "ESSAYSCORE_ONNX_ENCODER_VARIANT": DEFAULT_CPU_VARIANT}
     with ExitStack() as stack:
-        log("starting the Bentos (embedded: PyTorch and ONNX encoders) and, unless --no-triton, Triton and its Bento")
+        log("starting the Bentos (embedded: int8 ONNX and PyTorch encoders) and, unless --no-triton, Triton + Bento")
         embedded_url = start_embedded(stack, artifact, ESSAYSCORE_RUNTIME="embedded")
-        onnx_url = start_embedded(stack, artifact, ESSAYSCORE_RUNTIME="embedded", **onnx_env)
+        torch_url = start_embedded(stack, artifact, ESSAYSCORE_RUNTIME="embedded", ESSAYSCORE_EMBEDDED_ENCODER="torch")
         triton_bento = triton = None
         if not args.no_triton:
             triton_bento, triton = start_triton(stack, artifact, "grpc", args.repo)
-        for url in filter(None, (embedded_url, onnx_url, triton_bento)):
+        for url in filter(None, (embedded_url, torch_url, triton_bento)):
             warm_up(url, 4)
         log("paths")
         sections.append("## 3. Paths: bare pipeline, service logic, BentoML, Triton\n\nOne request at a time, "
                         "the paths taking turns request by request; each path scores its own "
                         f"{args.n} essays, new to every cache (same length band). The Triton-backed Bento calls "
-                        "the cpu ensemble (int8 ONNX encoder, tl2cgen trees, python backend) over gRPC; SHAP, "
-                        "warnings and formatting stay in the Bento.\n\n"
-                        + paths(svc, scorer, {"embedded (PyTorch encoder)": embedded_url,
-                                              f"embedded ({DEFAULT_CPU_VARIANT} ONNX encoder)": onnx_url,
+                        "the cpu ensemble (the same int8 ONNX encoder, tl2cgen trees, python backend) over gRPC; "
+                        "SHAP, warnings and formatting stay in the Bento.\n\n"
+                        + paths(svc, scorer, {"embedded (int8 ONNX encoder, default)": embedded_url,
+                                              "embedded (PyTorch encoder)": torch_url,
                                               "Triton": triton_bento}, triton and triton.grpc_url, args.n))
-        measure("embedded, 1 worker", embedded_url, {"embedded, 1 worker": _server_pid(embedded_url)})
-        measure(f"embedded, {DEFAULT_CPU_VARIANT} ONNX encoder", onnx_url,
-                {f"embedded, {DEFAULT_CPU_VARIANT} ONNX encoder": _server_pid(onnx_url)})
+        measure("embedded (int8 ONNX), 1 worker", embedded_url,
+                {"embedded (int8 ONNX), 1 worker": _server_pid(embedded_url)})
+        measure("embedded (PyTorch), 1 worker", torch_url, {"embedded (PyTorch), 1 worker": _server_pid(torch_url)})
         if triton_bento:
             measure("Triton-backed Bento", triton_bento,
                     {"Triton-backed Bento": _server_pid(triton_bento), "Triton": triton.pid})
-    for name, env in (("embedded, 1 worker, 1 encoder thread", {"OMP_NUM_THREADS": "1"}),
-                      ("embedded, 2 workers", {"ESSAYSCORE_WORKERS": "2"})):
-        with ExitStack() as stack:
-            url = start_embedded(stack, artifact, ESSAYSCORE_RUNTIME="embedded", **env)
-            measure(name, url, {name: _server_pid(url)})
+    with ExitStack() as stack:
+        url = start_embedded(stack, artifact, ESSAYSCORE_RUNTIME="embedded", ESSAYSCORE_WORKERS="2")
+        measure("embedded (int8 ONNX), 2 workers", url, {"embedded (int8 ONNX), 2 workers": _server_pid(url)})
 
     png = args.out.with_name("performance_throughput.png")
     plot(curves, png)

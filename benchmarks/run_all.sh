@@ -23,6 +23,9 @@ section() {  # title, command...
        "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB,"\
        "no GPU; load average at start: $(cut -d' ' -f1-3 /proc/loadavg). Medians unless stated; every comparison"\
        "in a table was measured side by side in the same run."
+  echo
+  echo "Component benchmarks. The service as a whole (per-stage latency, BentoML overhead, embedded vs Triton,"\
+       "throughput against concurrency, memory) is in docs/performance.md, from benchmarks/bench_service.py."
 } > "$tmp"
 section "Feature extraction (one core)" $PY benchmarks/bench_features.py
 section "Encoder: PyTorch windows" $PY benchmarks/bench_encoder.py --repeats 2

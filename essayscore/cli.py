@@ -22,10 +22,13 @@ def _evaluate(args) -> None:
 
 
 def _score(args) -> None:
+    from essayscore import artifacts
     from essayscore.batch import score_csv
-    from essayscore.pipeline import EssayScorer
+    from essayscore.runtimes.embedded import EmbeddedRuntime
+    from essayscore.settings import get_settings
 
-    scorer = EssayScorer.from_reference(args.model)
+    # the service's embedded runtime loads the model this way too (same encoder: same bands as the API)
+    scorer = EmbeddedRuntime.from_settings(artifacts.resolve(args.model, get_settings().artifacts_dir)).scorer
     counts = score_csv(scorer, Path(args.input), Path(args.output))
     print(f"scored {counts['rows'] - counts['errors']} of {counts['rows']} rows with model {scorer.version}; "
           f"{counts['errors']} rows have an error (see the 'error' column) -> {args.output}")

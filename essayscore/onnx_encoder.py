@@ -38,7 +38,8 @@ OUTPUT_NAME = "embedding"
 
 def make_session(onnx_path: str | Path, providers: Sequence | None = None, intra_op_threads: int | None = None):
     """An ONNX Runtime session: all graph optimisations, sequential execution, ``intra_op_threads`` (default: the
-    usable cores shared among the Bento's workers) and one inter-op thread. ``providers`` default to the CPU EP (ask for CUDA explicitly)."""
+    usable cores shared among the Bento's workers) and one inter-op thread. ``providers`` default to the CPU EP
+    (ask for CUDA explicitly)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

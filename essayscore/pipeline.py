@@ -81,12 +81,6 @@ class EssayScorer:
         self.model = ScoringModel.load(self.artifact_dir, trees)
         self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
 
-    @classmethod
-    def from_reference(cls, reference: str, **kwargs) -> "EssayScorer":
-        from essayscore.settings import get_settings
-
-        return cls(artifacts.resolve(reference, get_settings().artifacts_dir), **kwargs)
-
     def features(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, list]:
         return self.extractor.extract_many(list(essays), list(prompts))
 

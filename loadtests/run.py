@@ -111,11 +111,20 @@ def read_stats(prefix: Path) -> dict:
             "essays_per_s": summary["essays"] / duration}
 
 
-def check(stats: dict, budget: dict) -> tuple[list[list[str]], list[str]]:
-    """Table rows [endpoint, figure, observed, budget, verdict] and the list of broken figures."""
+def check(stats: dict, budget: dict, users: int | None = None) -> tuple[list[list[str]], list[str]]:
+    """Table rows [endpoint, figure, observed, budget, verdict] and the list of broken figures. A profile may
+    define its latencies at ``latency_users`` and its throughput at ``throughput_users``: at another user count
+    those figures are shown against the budget but not judged."""
     table, broken = [], []
+    judged = {"latency": budget.get("latency_users") in (None, users),
+              "throughput": budget.get("throughput_users") in (None, users)}
 
     def add(endpoint: str, figure: str, observed: float, limit: float | None, lower_is_better: bool, fmt: str):
+        kind = "throughput" if figure == "essays_per_s" else "latency" if figure.endswith("_ms") else None
+        if limit is not None and kind and not judged[kind]:
+            table.append([endpoint, figure, fmt.format(observed), f"{limit:g}",
+                          f"(defined at {budget[kind + '_users']} users)"])
+            return
         if limit is None:
             verdict = ""
         else:
@@ -203,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - a run problem, not a budget verdict
             print(f"load test could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
-    table, broken = check(stats, budget)
+    table, broken = check(stats, budget, args.users)
     print(f"\nbudget '{args.budget}' ({args.budget_file.name}); {args.users} user(s), {args.run_time}, "
           f"{stats['essays']} essays in {stats['duration_s']:.1f} s")
     notes = {k: v for k, v in budget.items() if k.endswith("_users")}

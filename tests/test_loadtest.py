@@ -78,3 +78,22 @@ def test_triton_within_ci_budget(trained_artifact, tmp_path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "budget met" in r.stdout
     assert_invalid_answered_4xx(rows)
+
+
+def test_target_profile_judges_latency_at_1_user_and_throughput_at_8() -> None:
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("loadtest_run", RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    target = tomllib.loads((REPO / "loadtests" / "budget.toml").read_text())["target"]
+    row = {"requests": 100, "failures": 0, "p50": 120.0, "p95": 140.0, "p99": 160.0}
+    stats = {"rows": {"/score": row, "Aggregated": row}, "essays": 400, "duration_s": 100.0, "essays_per_s": 4.0}
+    _, broken = runner.check(stats, target, users=1)  # p95 140 <= 150 judged; 4 essays/s not judged at 1 user
+    assert broken == []
+    _, broken = runner.check(stats, target, users=8)  # 4 < 15 essays/s judged at 8 users; latency not judged
+    assert broken == ["all essays_per_s"]
+    slow = {**row, "p95": 400.0}
+    _, broken = runner.check({**stats, "rows": {"/score": slow, "Aggregated": slow}}, target, users=1)
+    assert broken == ["/score p95_ms"]

@@ -128,8 +128,10 @@ def test_cli_scores_a_csv_with_bad_rows_in_order(trained_artifact, shared_essays
     assert errors["empty"].startswith("empty") and errors["digits"].startswith("no_letters")
     assert errors["control"].startswith("control_characters") and "U+0007" in errors["control"]
     assert errors["huge"].startswith("too_long") and errors["latin1"].startswith("invalid_utf8")
-    # the good rows equal in-process scoring of the same essays
-    scorer = EssayScorer(trained_artifact)
+    # the good rows equal what the service's embedded runtime gives for the same essays (same int8 encoder)
+    from essayscore.runtimes import load_runtime
+
+    scorer = load_runtime("embedded", trained_artifact).scorer
     expected = scorer.score(list(good["essay"][:3]), list(good["prompt"][:3]))
     for row, exp in zip([r for r in result if not r["error"]][:3], expected):
         assert float(row["ielts_band"]) == exp.result["ielts_band"]

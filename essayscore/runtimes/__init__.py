@@ -12,14 +12,11 @@ timings, so the service formats, explains and warns the same way whatever the ru
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 from essayscore.pipeline import Scored
-
-log = logging.getLogger(__name__)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -54,20 +51,7 @@ def load_runtime(kind: str, artifact_dir: Path) -> Runtime:
     if kind == "embedded":
         from essayscore.runtimes.embedded import EmbeddedRuntime
 
-        from essayscore.settings import get_settings
-
-        s = get_settings()
-        onnx_dir = None
-        if s.embedded_encoder == "onnx":
-            from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR, VARIANT_FILES
-
-            shipped = Path(artifact_dir) / ARTIFACT_EXPORT_DIR
-            onnx_dir = s.onnx_encoder_dir or (shipped if (shipped / VARIANT_FILES[s.onnx_encoder_variant]).is_file()
-                                              else None)
-            if onnx_dir is None:
-                log.warning("no %s ONNX encoder export for %s: the embedded runtime runs PyTorch",
-                            s.onnx_encoder_variant, artifact_dir)
-        return EmbeddedRuntime(artifact_dir, onnx_encoder_dir=onnx_dir, onnx_variant=s.onnx_encoder_variant)
+        return EmbeddedRuntime.from_settings(artifact_dir)
     if kind == "triton":
         from essayscore.runtimes.triton import TritonRuntime
 

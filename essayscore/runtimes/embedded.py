@@ -1,13 +1,17 @@
 """The embedded runtime: the artifact's EssayScorer in this process, each stage timed (features, tokenise, encoder,
-trees); the encoder is PyTorch, or a validated ONNX export when one is given (settings.onnx_encoder_dir)."""
+trees); the encoder is the validated ONNX export the settings choose (by default the artifact's own int8), or
+PyTorch."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
 from essayscore.pipeline import EssayScorer
 from essayscore.runtimes import Batch, Item
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedRuntime:
@@ -30,6 +34,24 @@ class EmbeddedRuntime:
         # warm up: first calls load spaCy / torch kernels; readiness is only reported after this
         self.scorer.score(["This is a short warm-up essay about schools and education."], ["Education"])
         self._ready = True
+
+    @classmethod
+    def from_settings(cls, artifact_dir: Path) -> "EmbeddedRuntime":
+        """The encoder the settings choose (the service and the batch CLI both load this way, so they agree):
+        ``embedded_encoder="onnx"``: ``onnx_encoder_dir``, else the artifact's own export, else PyTorch."""
+        from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR, VARIANT_FILES
+        from essayscore.settings import get_settings
+
+        s = get_settings()
+        onnx_dir = None
+        if s.embedded_encoder == "onnx":
+            shipped = Path(artifact_dir) / ARTIFACT_EXPORT_DIR
+            onnx_dir = s.onnx_encoder_dir or (shipped if (shipped / VARIANT_FILES[s.onnx_encoder_variant]).is_file()
+                                              else None)
+            if onnx_dir is None:
+                log.warning("no %s ONNX encoder export for %s: the embedded runtime runs PyTorch",
+                            s.onnx_encoder_variant, artifact_dir)
+        return cls(artifact_dir, onnx_encoder_dir=onnx_dir, onnx_variant=s.onnx_encoder_variant)
 
     def ready(self) -> bool:
         return self._ready
