@@ -333,20 +333,38 @@ def describe(cmd: str) -> str:
     return Path(cmd.split()[0]).name if cmd else "?"
 
 
+def worker_processes(roots: dict[str, int]) -> list:
+    """The Bento worker processes under the given server pids (they do the scoring)."""
+    import psutil
+
+    out = []
+    for pid in roots.values():
+        try:
+            out += [p for p in psutil.Process(pid).children(recursive=True) if describe(" ".join(p.cmdline()))
+                    == "Bento worker"]
+        except psutil.Error:
+            pass
+    return out
+
+
 def sweep(name: str, host: str, roots: dict[str, int], users: list[int], step_s: int) -> tuple[list[dict], dict]:
+    """Locust at each user count; per step also the CPU seconds each Bento worker spent (how the load spread)."""
     from run import read_stats, run_locust, warm_up
 
     warm_up(host, 4)
+    workers = worker_processes(roots)
     results = []
     with MemorySampler(roots) as mem:
         for n in users:
+            before = [sum(w.cpu_times()[:2]) for w in workers]
             with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
                 log(f"sweep {name}: {n} user(s), {step_s} s")
                 s = read_stats(run_locust(host, n, n, f"{step_s}s", Path(tmp), ["score"]))
+            cpu = [sum(w.cpu_times()[:2]) - b for w, b in zip(workers, before)]
             row = s["rows"].get("/score", {})
             results.append({"users": n, "essays_per_s": s["essays_per_s"], "p50": row.get("p50", 0.0),
                             "p95": row.get("p95", 0.0), "requests": row.get("requests", 0),
-                            "failures": row.get("failures", 0)})
+                            "failures": row.get("failures", 0), "worker_cpu_s": cpu})
     return results, mem.peak
 
 
@@ -472,12 +490,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in curves.items():
         for r in values:
             rows.append([name, r["users"], f"{r['essays_per_s']:.2f}", f"{r['p50']:.0f}", f"{r['p95']:.0f}",
-                         f"{r['failures']}/{r['requests']}"])
+                         f"{r['failures']}/{r['requests']}", " + ".join(f"{c:.1f}" for c in r["worker_cpu_s"])])
     sections.append("## 4. Throughput against concurrency\n\nLocust (`loadtests/locustfile.py --tags score`: "
                     f"/score only, half with prompts, 5% explain, 10% issues, 50-200 ms think time), {args.step_s} s "
                     "per step after 4 warm-up requests; Locust runs on the same 2 cores. Essays/s counts "
-                    "successful /score responses.\n\n" + table(["server", "users", "essays/s", "/score p50 ms",
-                                                               "/score p95 ms", "failures/requests"], rows)
+                    "successful /score responses; the last column is the CPU time each Bento worker spent in the step "
+                    "(how the load spread over workers: a keep-alive connection stays with the worker that accepted "
+                    "it).\n\n" + table(["server", "users", "essays/s", "/score p50 ms", "/score p95 ms",
+                                         "failures/requests", "CPU s per Bento worker"], rows)
                     + f"\n\n![throughput and p95 against users]({png.name})")
     mem_rows = [[name, f"{m['rss']:.0f}", f"{m['uss']:.0f}",
                  f"{memory.get(name, {}).get('rss', 0):.0f}", f"{memory.get(name, {}).get('uss', 0):.0f}"]
