@@ -556,7 +556,7 @@ def build_repository(
     """Build (or rebuild) the repository of the artifact at ``artifact_dir`` into ``out``; see the module doc."""
     from essayscore import artifacts
     from essayscore.features import FEATURES
-    from essayscore.onnx_encoder import META_FILE, VARIANT_FILES
+    from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR, META_FILE, VARIANT_FILES
     from essayscore.scorer import CLASSIFIER_FILE, PREPROCESSOR_FILE, REGRESSOR_FILE, SCORING_FILE, Preprocessor
 
     if profile not in PROFILES:
@@ -585,8 +585,6 @@ def build_repository(
     try:
         # ---- encoder: reuse or export -------------------------------------------------------------------------
         enc_dir = staging / io.ENCODER / VERSION
-        from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
-
         reused = None
         if reuse_export:  # the artifact's own export (training writes it), else the previous repository's
             reused = (validated_export(artifact_dir / ARTIFACT_EXPORT_DIR, encoder_cfg["model_id"], variant)
