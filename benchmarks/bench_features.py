@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from essayscore.features import FEATURES, FeatureExtractor
-    from essayscore.features.extractor import PARSE_LOCK
     from essayscore.settings import get_settings
-    from essayscore.text import flatten, words
+    from essayscore.text import words
+    from common import feature_stage_seconds
 
     try:
         import torch  # noqa: F401  (only to pin its pool if something imported it)
@@ -88,15 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             fx.extract(e, p)
             total.append(time.perf_counter() - t)
-        for e in staged.essay:
-            flat = flatten(e)
-            t = time.perf_counter()
-            with PARSE_LOCK:
-                fx.nlp(flat)
-            parse.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            fx.checker.check(e)
-            check.append(time.perf_counter() - t)
+        stage_parse, stage_check = feature_stage_seconds(fx, staged.essay)
+        parse += stage_parse
+        check += stage_check
 
     ms = lambda xs, q: 1000 * (statistics.median(xs) if q == 0.5 else _pct(xs, q))  # noqa: E731
     print(f"Feature extraction, {len(timed)} essays of {lo}-{hi} words "

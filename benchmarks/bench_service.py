@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "loadtests"), str(REPO / "tests")]
 
 from bench_triton import machine, pick_essays  # noqa: E402
+from common import feature_stage_seconds  # noqa: E402
 
 
 def stats(ms: list[float]) -> tuple[float, float]:
@@ -91,18 +92,8 @@ def stage_breakdown(svc, essays, prompts, other_essays) -> str:
         seen["total_ms"].append(payload["timings"]["total_ms"] + ser)
 
     # the features stage split (other essays of the same length: the grammar checker caches texts it has seen)
-    from essayscore.text import flatten
-
-    extractor = svc.runtime.scorer.extractor
-    spacy_ms, grammar_ms = [], []
-    for essay in other_essays:
-        flat = flatten(essay)
-        t0 = time.perf_counter()
-        extractor.nlp(flat)
-        t1 = time.perf_counter()
-        extractor.checker.check_normalized(flat)
-        spacy_ms.append((t1 - t0) * 1e3)
-        grammar_ms.append((time.perf_counter() - t1) * 1e3)
+    parse_s, check_s = feature_stage_seconds(svc.runtime.scorer.extractor, other_essays)
+    spacy_ms, grammar_ms = [1e3 * x for x in parse_s], [1e3 * x for x in check_s]
 
     total = statistics.median(seen["total_ms"])
     names = {"validation_ms": "validation (schema + text rules)", "features_ms": "features (91 signals)",
