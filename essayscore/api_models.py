@@ -97,6 +97,9 @@ class TopFeature(BaseModel):
 class Explanation(BaseModel):
     base_value: float = Field(description="Expected model output; base_value + sum(groups) == ielts_raw.")
     output: float
+    length_adjustment: float = Field(
+        0.0, description="Band points the IELTS Task 2 under-length rule (< 250 words) takes off; already part of "
+                         "word_count's contribution and of the length_structure group.")
     top_features: list[TopFeature]
     groups: dict[str, float] = Field(description="SHAP contribution summed per feature group.")
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 
 def _train(args) -> None:
+    from training.sources import parse_sources
     from training.train import TrainConfig, train
 
-    cfg = TrainConfig(data_path=args.data, hub_dataset=args.hub, encoder=args.encoder)
+    cfg = TrainConfig(sources=parse_sources(args.sources), data_path=args.data, hub_dataset=args.hub,
+                      wi_path=args.wi, encoder=args.encoder)
     train(cfg, register=not args.no_register)
 
 
@@ -59,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model version from labelled essays")
-    p.add_argument("--data", help="labelled CSV (default: settings.data_path, the shared essays)")
+    p.add_argument("--sources", default="ielts,wi",
+                   help="labelled sources, comma-separated: ielts (IELTS bands), wi (Write & Improve CEFR, "
+                        "non-commercial licence). Default: ielts,wi; 'ielts' trains without the non-commercial source")
+    p.add_argument("--data", help="IELTS CSV (default: settings.data_path, the shared essays)")
+    p.add_argument("--wi", help="W&I texts.jsonl (default: ../shared/data/wi-cefr/texts.jsonl)")
     p.add_argument("--hub", help="load a Hugging Face dataset instead, e.g. chillies/IELTS-writing-task-2-evaluation")
     p.add_argument("--encoder", help="encoder: 'minilm' (default) or a HF model id / path, e.g. roberta-large")
     p.add_argument("--no-register", action="store_true", help="do not register in the BentoML model store")

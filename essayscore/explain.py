@@ -1,10 +1,15 @@
-"""SHAP explanations of the band regressor, additive by construction.
+"""SHAP explanations of the band, additive by construction: ``base_value + sum(contributions) == ielts_raw``.
 
-XGBoost's native ``pred_contribs`` computes exact TreeSHAP (the same values as ``shap.TreeExplainer``, measured
-equal here) without the shap package's overhead, so it is the one used. For each essay:
-``base_value + sum(contributions) == ielts_raw``. Contributions are reported per handcrafted feature (readable
-name, direction, the essay's raw value) and summed per feature group, with every embedding dimension in one
-"semantic_content" group.
+The band is ``intercept + linear part + residual trees + length term + Task 2 under-length adjustment``:
+
+- linear part: the exact SHAP value of a linear model against the training mean (features are z-scored, so the
+  mean is 0): ``weight * x``;
+- residual trees: XGBoost's native ``pred_contribs`` (exact TreeSHAP, measured equal to ``shap.TreeExplainer``);
+- the length term and the under-length adjustment: their own value, reported on ``word_count`` (the one length
+  signal the model reads), with the under-length adjustment also shown on its own.
+
+Contributions are summed per feature and per feature group (every embedding dimension in "semantic_content").
+(Clipping the band to 0-9 can only make ``output`` differ from ``ielts_raw`` for an impossible score.)
 """
 
 from __future__ import annotations
@@ -14,37 +19,48 @@ from pathlib import Path
 
 import numpy as np
 
-from essayscore.scorer import REGRESSOR_FILE, SCORING_FILE
+from essayscore.scorer import SCORING_FILE, ScoringModel, length_term, under_length
 
 SEMANTIC_GROUP = "semantic_content"
+LENGTH_GROUP = "length_structure"
 
 
 class Explainer:
-    def __init__(self, artifact_dir: Path):
-        import xgboost as xgb
-
+    def __init__(self, artifact_dir: Path, model: ScoringModel | None = None):
         artifact_dir = Path(artifact_dir)
-        self.booster = xgb.Booster()
-        self.booster.load_model(artifact_dir / REGRESSOR_FILE)
-        self.booster.set_param({"nthread": 1})
+        self.model = model or ScoringModel.load(artifact_dir)
+        self.booster = getattr(self.model.trees, "regressor", None)
         self.model_features: list[str] = json.loads((artifact_dir / SCORING_FILE).read_text())["feature_names"]
         registry = json.loads((artifact_dir / "feature_registry.json").read_text())
         self.registry = {entry["name"]: entry for entry in registry}
         self.groups = [self.registry[n]["group"] if n in self.registry else SEMANTIC_GROUP for n in self.model_features]
+        self.word_index = self.model_features.index("word_count")
 
-    def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(per-feature SHAP values (n, M), base values (n,)) for model input rows ``x``."""
-        import xgboost as xgb
+    def contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per-feature contributions (n, M), base values (n,), under-length adjustment (n,)) for rows ``x``."""
+        x = np.atleast_2d(x).astype(np.float32)
+        linear = self.model.linear
+        values = np.nan_to_num(x.astype(np.float64), nan=0.0) * linear.weights[None, :]
+        base = np.full(len(x), linear.intercept)
+        if self.booster is not None:
+            import xgboost as xgb
 
-        values = self.booster.predict(xgb.DMatrix(np.atleast_2d(x).astype(np.float32)), pred_contribs=True)
-        return values[:, :-1], values[:, -1]
+            tree = self.booster.predict(xgb.DMatrix(x), pred_contribs=True)
+            values += tree[:, :-1]
+            base += tree[:, -1]
+        words = self.model.words(x)
+        values[:, self.word_index] += linear.length_weight * length_term(words)
+        adjustment = self.model.under_length_weight * under_length(words)
+        values[:, self.word_index] += adjustment
+        return values, base, adjustment
 
     def explain(self, x: np.ndarray, handcrafted: np.ndarray, top_k: int = 8) -> list[dict]:
-        contributions, base = self.contributions(x)
+        contributions, base, adjustment = self.contributions(x)
         handcrafted = np.atleast_2d(handcrafted)
-        return [self._one(c, b, h, top_k) for c, b, h in zip(contributions, base, handcrafted)]
+        return [self._one(c, b, a, h, top_k) for c, b, a, h in zip(contributions, base, adjustment, handcrafted)]
 
-    def _one(self, contributions: np.ndarray, base: float, handcrafted: np.ndarray, top_k: int) -> dict:
+    def _one(self, contributions: np.ndarray, base: float, adjustment: float, handcrafted: np.ndarray,
+             top_k: int) -> dict:
         grouped: dict[str, float] = {}
         for group, value in zip(self.groups, contributions):
             grouped[group] = grouped.get(group, 0.0) + float(value)
@@ -53,6 +69,8 @@ class Explainer:
         return {
             "base_value": float(base),
             "output": float(base + contributions.sum()),
+            # the IELTS Task 2 rule (under 250 words), already inside word_count's contribution above
+            "length_adjustment": float(adjustment),
             "top_features": [{
                 "name": self.model_features[i],
                 "description": self.registry[self.model_features[i]]["description"],

@@ -64,6 +64,14 @@ class Scored:
     matches: list[GrammarMatch] = field(default_factory=list)
 
 
+def load_error_detector(artifact_dir: Path):
+    """The artifact's learned error detector, or None for a model trained without one."""
+    from essayscore.error_detector import DETECTOR_FILE, ErrorDetector
+
+    path = Path(artifact_dir) / DETECTOR_FILE
+    return ErrorDetector.load(path) if path.is_file() else None
+
+
 class EssayScorer:
     def __init__(self, artifact_dir: Path, encoder: Encoder | None = None, extractor: FeatureExtractor | None = None,
                  trees: TreeModels | None = None):
@@ -77,7 +85,10 @@ class EssayScorer:
             raise artifacts.ArtifactError(
                 f"artifact {self.version} was trained with encoder {enc['model_id']!r}, "
                 f"but {self.encoder.model_id!r} is loaded")
-        self.extractor = extractor or FeatureExtractor()
+        self.error_detector = load_error_detector(self.artifact_dir)
+        self.extractor = extractor or FeatureExtractor(error_detector=self.error_detector)
+        if self.error_detector is not None:
+            self.extractor.error_detector = self.error_detector  # a caller's extractor gets this artifact's detector
         self.model = ScoringModel.load(self.artifact_dir, trees)
         self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
 

@@ -21,6 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "ielts-task2" / "essays.csv"
+SHARED_WI = REPO.parent / "shared" / "data" / "wi-cefr" / "texts.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +49,29 @@ def small_training_csv(shared_essays, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_artifact(small_training_csv) -> Path:
-    """A real model version (MiniLM + handcrafted features + XGBoost) trained on the small sample and registered
-    in the session's BentoML store. Tree counts are kept small so the suite stays fast."""
-    from training.fit import TreeConfig
+def small_wi_jsonl(tmp_path_factory) -> Path:
+    """~360 real W&I texts, 30 per CEFR sub-level (whole lines of the shared file: texts, levels, gold edits)."""
+    import json
+
+    by_level: dict[str, list[str]] = {}
+    for line in SHARED_WI.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            by_level.setdefault(json.loads(line)["cefr"], []).append(line)
+    path = tmp_path_factory.mktemp("data") / "wi-small.jsonl"
+    path.write_text("\n".join(line for lines in by_level.values() for line in lines[:30]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(small_training_csv, small_wi_jsonl) -> Path:
+    """A real model version (IELTS + W&I samples, learned error detector, MiniLM embeddings, latent ordinal model
+    with residual trees) trained on the small samples and registered in the session's BentoML store. Tree counts
+    are kept small so the suite stays fast."""
+    from training.fit import FitConfig, TreeConfig
     from training.train import TrainConfig, train
 
-    cfg = TrainConfig(data_path=str(small_training_csv), pca_candidates=(8,),
-                      trees=TreeConfig(max_rounds=80, classifier_max_rounds=15, early_stopping_rounds=15))
+    cfg = TrainConfig(data_path=str(small_training_csv), wi_path=str(small_wi_jsonl), pca_components=8,
+                      fit=FitConfig(trees=TreeConfig(max_rounds=80, early_stopping_rounds=15)))
     return train(cfg)
 
 

@@ -447,7 +447,9 @@ class BandComparer:
         self.artifact_dir = Path(artifact_dir)
         self.essays, self.prompts = list(essays), list(prompts)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float64)
-        self.extractor = _MemoExtractor(FeatureExtractor())
+        from essayscore.pipeline import load_error_detector
+
+        self.extractor = _MemoExtractor(FeatureExtractor(error_detector=load_error_detector(self.artifact_dir)))
         t0 = time.perf_counter()
         self.torch_scorer = EssayScorer(self.artifact_dir, extractor=self.extractor)
         self.torch_raw, self.torch_band = self._score(self.torch_scorer)
@@ -515,22 +517,13 @@ def band_change(artifact_dir: Path, onnx_path: Path, essays: Sequence[str], prom
 
 
 def load_split(artifact_dir: Path, split: str):
-    """The artifact's essays of one split (data re-loaded and checked against ``splits.csv``)."""
-    import pandas as pd
+    """The artifact's IELTS essays of one split (the rows with a band to check QWK on; data re-loaded and
+    checked against ``splits.csv``)."""
+    from training.sources import load_artifact_data
 
-    from essayscore import artifacts
-    from essayscore.settings import get_settings
-    from training.data import load_csv, load_hub
-
-    config = json.loads((artifact_dir / "config.json").read_text())
-    train_cfg = config["train"]
-    loaded = load_hub(train_cfg["hub_dataset"]) if train_cfg.get("hub_dataset") else \
-        load_csv(train_cfg.get("data_path") or get_settings().data_path)
-    splits = pd.read_csv(artifact_dir / "splits.csv")
-    essays = loaded.essays
-    if list(splits["essay_id"]) != list(essays["essay_id"]):
-        raise artifacts.ArtifactError("the data no longer matches the artifact's split manifest")
-    return essays[splits["split"].to_numpy() == split].reset_index(drop=True)
+    essays, splits = load_artifact_data(artifact_dir)
+    keep = (splits["split"].to_numpy() == split) & (essays["source"].to_numpy() == "ielts")
+    return essays[keep].reset_index(drop=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

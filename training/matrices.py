@@ -12,6 +12,7 @@ import pandas as pd
 from essayscore.embedding_cache import EmbeddingCache, embed_with_cache
 from essayscore.encoder import Encoder
 from essayscore.features import FeatureExtractor, add_embedding_features, feature_names
+from essayscore.features.registry import FEATURE_INDEX, FEATURES, LEARNED_FEATURES, text_feature_names
 from training.fit import Matrices
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def _feature_cache_path(cache_dir: Path, essays: pd.DataFrame, checker: str) -> Path:
     digest = hashlib.sha256()
-    digest.update("\x00".join(feature_names()).encode())
+    digest.update("\x00".join(text_feature_names()).encode())
     digest.update(checker.encode())
     for eid in essays["essay_id"]:
         digest.update(eid.encode())
@@ -27,16 +28,25 @@ def _feature_cache_path(cache_dir: Path, essays: pd.DataFrame, checker: str) -> 
 
 
 def handcrafted_features(essays: pd.DataFrame, cache_dir: Path, extractor: FeatureExtractor | None = None) -> np.ndarray:
-    """(n, F) text features in data order (embedding-based columns still NaN); cached per essay set."""
+    """(n, F) text features in data order; the embedding-based and learned-detector columns are NaN (filled
+    later). The text columns are cached per essay set."""
     extractor = extractor or FeatureExtractor()
+    text_columns = [FEATURE_INDEX[n] for n in text_feature_names()]
     path = _feature_cache_path(cache_dir, essays, extractor.checker.name)
+    out = np.full((len(essays), len(FEATURES)), np.nan, dtype=np.float32)
     if path.is_file():
         log.info("features: cache hit %s", path.name)
-        return np.load(path)
-    values, _ = extractor.extract_many(list(essays["essay"]), list(essays["prompt"]), progress=True)
+        out[:, text_columns] = np.load(path)
+        return out
+    detector, extractor.error_detector = extractor.error_detector, None
+    try:
+        values, _ = extractor.extract_many(list(essays["essay"]), list(essays["prompt"]), progress=True)
+    finally:
+        extractor.error_detector = detector
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, values)
-    return values
+    np.save(path, values[:, text_columns])
+    out[:, text_columns] = values[:, text_columns]
+    return out
 
 
 def essay_and_prompt_embeddings(essays: pd.DataFrame, encoder: Encoder, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -49,12 +59,23 @@ def essay_and_prompt_embeddings(essays: pd.DataFrame, encoder: Encoder, cache_di
     return essay_emb, unique_emb[[lookup[p] for p in prompts]]
 
 
-def build_matrices(essays: pd.DataFrame, encoder: Encoder, cache_dir: Path,
-                   extractor: FeatureExtractor | None = None) -> Matrices:
+def build_matrices(essays: pd.DataFrame, encoder: Encoder | None, cache_dir: Path,
+                   extractor: FeatureExtractor | None = None, learned: np.ndarray | None = None) -> Matrices:
+    """``learned``: (n, len(LEARNED_FEATURES)) error-detector features (out-of-fold where the detector was
+    trained on the text); None leaves them NaN. ``encoder`` None: no embeddings (zero-width)."""
     hand = handcrafted_features(essays, cache_dir, extractor)
-    essay_emb, prompt_emb = essay_and_prompt_embeddings(essays, encoder, cache_dir)
-    has_prompt = essays["prompt"].str.strip().astype(bool).to_numpy()
-    prompt_emb = np.where(has_prompt[:, None], prompt_emb, np.nan)
-    hand = add_embedding_features(hand.copy(), essay_emb, prompt_emb)
+    if learned is not None:
+        hand[:, [FEATURE_INDEX[n] for n in LEARNED_FEATURES]] = learned
+    if encoder is not None:
+        essay_emb, prompt_emb = essay_and_prompt_embeddings(essays, encoder, cache_dir)
+        has_prompt = essays["prompt"].str.strip().astype(bool).to_numpy()
+        prompt_emb = np.where(has_prompt[:, None], prompt_emb, np.nan)
+        hand = add_embedding_features(hand.copy(), essay_emb, prompt_emb)
+    else:
+        essay_emb = np.zeros((len(essays), 0), dtype=np.float32)
+    source = essays["source"].astype(str).to_numpy() if "source" in essays else np.full(len(essays), "ielts")
+    ordinal = essays["level_ordinal"].to_numpy(dtype=np.int64) if "level_ordinal" in essays else \
+        np.clip(np.rint((essays["band"].to_numpy(dtype=np.float64) - 3.5) * 2), 0, 11).astype(np.int64)
+    n_words = hand[:, FEATURE_INDEX["word_count"]].astype(np.float64)
     return Matrices(feature_names(), hand.astype(np.float32), essay_emb.astype(np.float32),
-                    essays["band"].to_numpy(dtype=np.float64))
+                    essays["band"].to_numpy(dtype=np.float64), source, ordinal, n_words)

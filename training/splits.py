@@ -1,4 +1,5 @@
-"""Deterministic train / validation / test splits grouped by prompt, stratified by CEFR level and origin.
+"""Deterministic train / validation / test splits grouped by prompt (IELTS) or by writer (W&I), stratified by
+source, CEFR level and origin.
 
 The shared data holds many paraphrases of the same task ("Children find it difficult to concentrate..." vs
 "Many students find it difficult to focus..."), so grouping on exact prompt text would leak topics across
@@ -54,6 +55,21 @@ def prompt_groups(prompts: pd.Series, threshold: float = PROMPT_JACCARD) -> np.n
     return keys.map(lambda k: renumber[roots[k]]).to_numpy(dtype=np.int64)
 
 
+def row_groups(essays: pd.DataFrame) -> np.ndarray:
+    """Integer split group per row: the writer for rows that name one (W&I), else the prompt-topic cluster.
+    Writers and prompt clusters are numbered apart, so they never share a group."""
+    groups = prompt_groups(essays["prompt"])
+    if "writer" not in essays:
+        return groups
+    writer = essays["writer"].fillna("").astype(str).to_numpy()
+    named = writer != ""
+    if named.any():
+        codes = {w: i for i, w in enumerate(sorted(set(writer[named])))}
+        groups = groups.copy()
+        groups[named] = groups.max() + 1 + np.array([codes[w] for w in writer[named]])
+    return groups
+
+
 def _strata(essays: pd.DataFrame, n_folds: int = N_FOLDS) -> np.ndarray:
     """origin x CEFR; on small data sets (no stratum as large as the fold count) CEFR alone, then nothing."""
     for strata in (essays["origin"].astype(str) + "|" + essays["cefr"].astype(str), essays["cefr"].astype(str)):
@@ -72,7 +88,7 @@ def assign_splits(essays: pd.DataFrame, seed: int = SPLIT_SEED) -> pd.DataFrame:
 
 
 def _assign_sorted(essays: pd.DataFrame, seed: int) -> pd.DataFrame:
-    groups = prompt_groups(essays["prompt"])
+    groups = row_groups(essays)
     folds = np.empty(len(essays), dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=N_FOLDS, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # rare strata (e.g. one origin's C2 essays) have fewer rows than folds
@@ -84,12 +100,12 @@ def _assign_sorted(essays: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def cv_folds(essays: pd.DataFrame, n_folds: int = 5, seed: int = SPLIT_SEED) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Prompt-grouped K-fold: (train, validation, held-out) row indices per fold.
+    """Grouped K-fold (prompt topic / writer): (train, validation, held-out) row indices per fold.
 
     Each fold's training rows are split again by group to give the validation set that early stopping,
     threshold tuning and calibration need, so the held-out fold is never looked at before it is scored.
     """
-    groups = prompt_groups(essays["prompt"])
+    groups = row_groups(essays)
     strata = _strata(essays, n_folds)
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []

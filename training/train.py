@@ -1,7 +1,9 @@
-"""Train the default model end to end: data -> splits -> features + embeddings -> XGBoost -> calibration ->
-metrics -> a versioned artifact registered in the BentoML model store.
+"""Train the default model end to end: sources -> splits -> error detector -> features (+ embeddings) ->
+latent ordinal model (linear + residual trees) -> calibration -> metrics -> a versioned artifact registered in
+the BentoML model store.
 
-    essayscore train [--data essays.csv | --hub chillies/IELTS-writing-task-2-evaluation] [--encoder minilm]
+    essayscore train [--sources ielts,wi] [--data essays.csv | --hub chillies/IELTS-writing-task-2-evaluation]
+                     [--encoder minilm]
 
 Read top to bottom; every knob is in TrainConfig.
 """
@@ -19,14 +21,16 @@ import numpy as np
 import pandas as pd
 
 from essayscore import artifacts
-from essayscore.bands import CEFR_LEVELS
 from essayscore.encoder import Encoder
+from essayscore.error_detector import DETECTOR_FILE
 from essayscore.features import FEATURES
 from essayscore.settings import get_settings
-from training.data import LoadedEssays, load_csv, load_hub
-from training.fit import Matrices, TreeConfig, fit_scoring_model, predict_rows
+from training.data import LoadedEssays
+from training.error_detector import DetectorConfig, detector_stage
+from training.fit import FitConfig, Matrices, TreeConfig, fit_scoring_model, predict_rows
 from training.matrices import build_matrices
-from training.metrics import band_metrics, cefr_metrics, interval_coverage
+from training.metrics import split_metrics
+from training.sources import DEFAULT_SOURCES, inventory, licence_summary, load_sources, load_wi_edits
 from training.splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -34,45 +38,35 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    data_path: str | None = None  # default: settings.data_path (the shared CSV)
+    sources: tuple[str, ...] = DEFAULT_SOURCES  # "ielts" alone: no non-commercial source
+    data_path: str | None = None  # IELTS CSV; default: settings.data_path (the shared CSV)
     hub_dataset: str | None = None  # e.g. "chillies/IELTS-writing-task-2-evaluation": load from the HF hub instead
+    wi_path: str | None = None  # W&I texts.jsonl; default: beside the shared IELTS folder
     encoder: str | None = None  # default: settings.encoder ("minilm"; "roberta-large" in production)
-    pca_candidates: tuple[int | None, ...] = (16, 32, 64)  # embedding PCA sizes tried; chosen on validation RMSE
-    interval_level: float = 0.9  # conformal band interval coverage target
+    # Embedding principal components the model sees. 0 (the default) retires the frozen embeddings from the
+    # score: measured in docs/evaluation.md, they add nothing on either source. The encoder still runs for the
+    # prompt-similarity feature and the off-topic warning.
+    pca_components: int | None = 0
+    error_detector: bool = True  # train the learned error detector on the W&I gold edits (needs source "wi")
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     # encoder export shipped inside the artifact for serving (validated; int8 = 2.5x faster encoder on a CPU,
     # docs/performance.md); None: no export, the embedded runtime then runs PyTorch
     serving_encoder_variant: str | None = "int8"
-    trees: TreeConfig = field(default_factory=TreeConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    @property
+    def trees(self) -> TreeConfig:
+        return self.fit.trees
 
 
 def load_data(cfg: TrainConfig) -> LoadedEssays:
-    if cfg.hub_dataset:
-        return load_hub(cfg.hub_dataset)
-    return load_csv(cfg.data_path or get_settings().data_path)
+    return load_sources(tuple(cfg.sources), ielts_csv=cfg.data_path, hub_dataset=cfg.hub_dataset,
+                        wi_jsonl=cfg.wi_path)
 
 
 def evaluate_split(model, m: Matrices, index: np.ndarray) -> dict[str, float]:
-    """Band and CEFR metrics on one split; CEFR both from the band (what the API reports) and from the classifier."""
-    pred = predict_rows(model, m, index)
-    y = m.band[index]
-    return {
-        "n": int(len(index)),
-        **band_metrics(y, pred.raw, pred.band),
-        **cefr_metrics(y, pred.cefr_index, pred.probabilities, prefix="cefr"),
-        **cefr_metrics(y, pred.probabilities.argmax(axis=1), None, prefix="cefr_classifier"),
-        **interval_coverage(y, pred.band_low, pred.band_high),
-    }
-
-
-def choose_pca(m: Matrices, train: np.ndarray, val: np.ndarray, cfg: TrainConfig) -> tuple[int | None, list[dict]]:
-    trials = []
-    for k in cfg.pca_candidates:
-        model = fit_scoring_model(m, train, val, k, cfg.trees, interval_level=cfg.interval_level)
-        pred = predict_rows(model, m, val)
-        trials.append({"pca_components": k, **band_metrics(m.band[val], pred.raw, pred.band)})
-        log.info("PCA %s: validation %s", k, trials[-1])
-    best = min(trials, key=lambda t: t["rmse"])
-    return best["pca_components"], trials
+    """Per-source metrics on one split (IELTS: bands; W&I: its own CEFR scale)."""
+    return split_metrics(model, m, index, predict_rows(model, m, index))
 
 
 def feature_statistics(m: Matrices, index: np.ndarray) -> dict[str, dict[str, float]]:
@@ -91,9 +85,11 @@ def feature_statistics(m: Matrices, index: np.ndarray) -> dict[str, dict[str, fl
 
 
 def write_artifact(directory: Path, model, loaded: LoadedEssays, splits: pd.DataFrame, m: Matrices,
-                   cfg: TrainConfig, encoder: Encoder, metrics: dict, version: str) -> dict:
+                   cfg: TrainConfig, encoder: Encoder, metrics: dict, version: str, detector=None) -> dict:
     directory.mkdir(parents=True)
     model.save(directory)
+    if detector is not None:
+        detector.save(directory / DETECTOR_FILE)
     train_index = np.flatnonzero(splits["split"].to_numpy() == "train")
     files = {
         "feature_registry.json": [{"name": f.name, "group": f.group, "description": f.description,
@@ -104,20 +100,26 @@ def write_artifact(directory: Path, model, loaded: LoadedEssays, splits: pd.Data
                                                           "stride": encoder.stride}},
         "metrics.json": metrics,
         "data_report.json": {"loaded": len(loaded.essays), "rejected": loaded.rejected.to_dict(orient="records")},
+        "sources.json": {"sources": inventory(loaded.essays), "licence": licence_summary(cfg.sources)},
     }
     for name, payload in files.items():
         (directory / name).write_text(json.dumps(payload, indent=2, default=str))
     splits.to_csv(directory / "splits.csv", index=False)
-    return artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics))
+    return artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
 
 
-def manifest_extra(encoder: Encoder, metrics: dict) -> dict:
+HEADLINE_KEYS = ("ielts_qwk", "ielts_rmse", "ielts_cefr_macro_f1", "wi_spearman", "wi_cefr_qwk")
+
+
+def manifest_extra(encoder: Encoder, metrics: dict, cfg: TrainConfig) -> dict:
     return {"encoder": encoder.name, "encoder_model_id": encoder.model_id,
-            "metrics": {split: {k: metrics["splits"][split][k] for k in ("qwk", "rmse", "cefr_macro_f1")}
+            "sources": list(cfg.sources), "licence": licence_summary(cfg.sources),
+            "metrics": {split: {k: metrics["splits"][split][k] for k in HEADLINE_KEYS if k in metrics["splits"][split]}
                         for split in metrics["splits"]}}
 
 
-def add_serving_encoder(directory: Path, variant: str, encoder: Encoder, metrics: dict, version: str) -> bool:
+def add_serving_encoder(directory: Path, variant: str, encoder: Encoder, metrics: dict, version: str,
+                        cfg: TrainConfig) -> bool:
     """Export the encoder as ``variant`` into ``directory/encoder_onnx`` (validated against PyTorch; int8 also
     on the test QWK) and re-write the manifest. A refused export is logged and leaves the artifact as it was."""
     from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
@@ -142,7 +144,7 @@ def add_serving_encoder(directory: Path, variant: str, encoder: Encoder, metrics
         log.warning("serving encoder export (%s) refused, the artifact serves PyTorch: %s", variant, exc)
         print(f"serving encoder export ({variant}) refused: {exc}")
         return False
-    artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics))
+    artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
     print(f"serving encoder: {variant} ONNX export validated into {ARTIFACT_EXPORT_DIR}/ "
           f"in {time.perf_counter() - t0:.0f} s")
     return True
@@ -158,31 +160,43 @@ def train(cfg: TrainConfig = TrainConfig(), register: bool = True) -> Path:
     index = {name: np.flatnonzero(splits["split"].to_numpy() == name) for name in ("train", "validation", "test")}
     print("split sizes:", {k: len(v) for k, v in index.items()})
 
+    detector = None
+    learned = None
+    detector_metrics = None
+    if cfg.error_detector and "wi" in cfg.sources:
+        stage = detector_stage(essays, load_wi_edits(cfg.wi_path), cfg.detector)
+        detector, learned, detector_metrics = stage.detector, stage.features, stage.metrics
+        print("error detector (writer-grouped CV, token level):",
+              {k: round(v, 3) for k, v in stage.metrics["writer_grouped_cv"].items()})
+    detector_done = time.perf_counter()
     encoder = Encoder(cfg.encoder)
-    m = build_matrices(essays, encoder, settings.cache_dir)
+    m = build_matrices(essays, encoder, settings.cache_dir, learned=learned)
     prepared = time.perf_counter()
 
-    pca, pca_trials = choose_pca(m, index["train"], index["validation"], cfg)
-    model = fit_scoring_model(m, index["train"], index["validation"], pca, cfg.trees, interval_level=cfg.interval_level)
+    model = fit_scoring_model(m, index["train"], index["validation"], cfg.pca_components, cfg.fit)
+    booster = getattr(model.trees, "regressor", None)
     metrics = {
         "splits": {name: evaluate_split(model, m, rows) for name, rows in index.items()},
-        "pca_selection": pca_trials,
-        "chosen_pca_components": pca,
-        "interval_level": cfg.interval_level,
-        "trees": {"regressor": model.trees.regressor.num_boosted_rounds(),
-                  "classifier_rounds": model.trees.classifier.num_boosted_rounds(),
-                  "classifier_trees": model.trees.classifier.num_boosted_rounds() * len(CEFR_LEVELS)},
+        "sources": list(cfg.sources),
+        "pca_components": cfg.pca_components,
+        "interval_level": cfg.fit.interval_level,
+        "trees": {"regressor": booster.num_boosted_rounds() if booster is not None else 0},
+        "harmonisation": {"source_cuts": model.source_cuts, "source_scales": model.source_scales,
+                          "under_length_weight": model.under_length_weight,
+                          "length_weight": model.linear.length_weight, "band_scale": model.scale},
+        "error_detector": detector_metrics,
         "n_model_features": len(model.feature_names),
-        "timings_s": {"features_and_embeddings": round(prepared - started, 1),
+        "timings_s": {"error_detector": round(detector_done - started, 1),
+                      "features_and_embeddings": round(prepared - detector_done, 1),
                       "fit": round(time.perf_counter() - prepared, 1)},
     }
     version = artifacts.new_version()
     directory = Path(settings.artifacts_dir) / version
     tmp = directory.with_name(version + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_artifact(tmp, model, loaded, splits, m, cfg, encoder, metrics, version)
+    write_artifact(tmp, model, loaded, splits, m, cfg, encoder, metrics, version, detector)
     if cfg.serving_encoder_variant:
-        add_serving_encoder(tmp, cfg.serving_encoder_variant, encoder, metrics, version)
+        add_serving_encoder(tmp, cfg.serving_encoder_variant, encoder, metrics, version, cfg)
     tmp.rename(directory)  # an artifact folder appears complete or not at all
     tag = artifacts.register(directory) if register else None
     print(f"artifact {directory}" + (f" registered as {tag}" if tag else ""))

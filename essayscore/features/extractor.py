@@ -12,7 +12,7 @@ import numpy as np
 
 from essayscore.features.grammar import GrammarChecker, GrammarMatch, _to_original, get_checker
 from essayscore.features.nlp import PARSE_LOCK, get_nlp
-from essayscore.features.registry import EMBEDDING_FEATURES, FEATURE_INDEX, FEATURES, GROUP_MODULES
+from essayscore.features.registry import EMBEDDING_FEATURES, FEATURE_INDEX, FEATURES, GROUP_MODULES, LEARNED_FEATURES
 from essayscore.text import normalize_with_map, to_normalized_offset, words
 
 CONTENT_POS = frozenset({"NOUN", "VERB", "ADJ", "ADV", "PROPN"})
@@ -120,12 +120,16 @@ _NON_SPACE = re.compile(r"\S")
 
 
 class FeatureExtractor:
-    def __init__(self, checker: GrammarChecker | None = None) -> None:
+    """``error_detector``: the artifact's learned detector (:class:`essayscore.error_detector.ErrorDetector`);
+    without one the ``learned_errors`` columns are NaN."""
+
+    def __init__(self, checker: GrammarChecker | None = None, error_detector=None) -> None:
         if checker is None:
             from essayscore.settings import get_settings
 
             checker = get_checker(get_settings())
         self.checker = checker
+        self.error_detector = error_detector
         self.nlp = get_nlp()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -150,7 +154,9 @@ class FeatureExtractor:
                 end = max(start, to_normalized_offset(mapping, m.offset + m.length))
                 local.append(GrammarMatch(start, end - start, m.category, m.rule_id, m.message, m.suggestions))
         info = prompt_info(prompt) if prompt is not None and prompt.strip() else None
-        return Analysis(flat=flat, doc=doc, matches=local, prompt=info), matches
+        analysis = Analysis(flat=flat, doc=doc, matches=local, prompt=info,
+                            extras={"error_detector": self.error_detector})
+        return analysis, matches
 
     @staticmethod
     def _vector(analysis: Analysis) -> np.ndarray:
@@ -162,6 +168,9 @@ class FeatureExtractor:
         bad = ~np.isfinite(values)
         for name in EMBEDDING_FEATURES:
             bad[FEATURE_INDEX[name]] = False
+        if analysis.extras.get("error_detector") is None:
+            for name in LEARNED_FEATURES:
+                bad[FEATURE_INDEX[name]] = False
         if analysis.prompt is None:
             for module in GROUP_MODULES:
                 if module.GROUP == "prompt_alignment":

@@ -17,6 +17,7 @@ GROUPS: tuple[str, ...] = (
     "syntactic_complexity",
     "cohesion",
     "prompt_alignment",
+    "learned_errors",
 )
 
 
@@ -32,6 +33,7 @@ def _group_modules():
     from essayscore.features import (
         cohesion,
         errors,
+        learned_errors,
         length,
         lexical,
         prompt,
@@ -40,7 +42,7 @@ def _group_modules():
         syntax,
     )
 
-    modules = (length, lexical, sophistication, readability, errors, syntax, cohesion, prompt)
+    modules = (length, lexical, sophistication, readability, errors, syntax, cohesion, prompt, learned_errors)
     assert tuple(m.GROUP for m in modules) == GROUPS
     return modules
 
@@ -67,3 +69,13 @@ EMBEDDING_FEATURES: tuple[str, ...] = tuple(s.name for s in FEATURES if s.needs_
 
 def feature_names() -> list[str]:
     return [s.name for s in FEATURES]
+
+
+# Features that come from a model shipped in the artifact (the error detector), not from the text alone: training
+# caches the text features without them and fills them in per fold (out-of-fold for the texts the detector saw).
+LEARNED_GROUP = "learned_errors"
+LEARNED_FEATURES: tuple[str, ...] = tuple(s.name for s in FEATURES if s.group == LEARNED_GROUP)
+
+
+def text_feature_names() -> list[str]:
+    return [s.name for s in FEATURES if s.group != LEARNED_GROUP]
