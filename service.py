@@ -164,6 +164,7 @@ class EssayScoreService:
             "band_interval": {"low": r["band_interval"][0], "high": r["band_interval"][1],
                               "level": self.interval_level},
             "cefr": r["cefr"], "cefr_probabilities": r["cefr_probabilities"],
+            "length_adjustment": float(self.explainer.length_adjustment(scored.x)[0]),
             "explanation": explanation,
             "issues": [m.to_dict() for m in scored.matches] if req.include_issues else None,
             "warnings": warnings, "model_version": self.runtime.version, "runtime": self.runtime.name,
@@ -184,7 +185,18 @@ class EssayScoreService:
             "limits": {"max_essay_chars": s.max_essay_chars, "max_prompt_chars": s.max_prompt_chars,
                        "max_batch_size": s.max_batch_size, "max_body_bytes": MAX_BODY_BYTES,
                        "min_words_warning": s.min_words_warning},
+            **_training_sources(d),
         }
+
+
+def _training_sources(artifact_dir) -> dict:
+    """Sources and inherited licence, without host paths (an artifact from before sources.json names none)."""
+    path = artifact_dir / "sources.json"
+    if not path.is_file():
+        return {"training_sources": [], "licence": ""}
+    data = json.loads(path.read_text())
+    keep = ("key", "name", "texts", "label_type", "licence", "commercial_use", "citation")
+    return {"training_sources": [{k: s[k] for k in keep} for s in data["sources"]], "licence": data["licence"]}
 
 
 # Body-size limit (413), UTF-8 check, GET /metadata and one error shape for BentoML's own errors (api_models.ApiGuard)

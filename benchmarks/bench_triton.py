@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("preprocess", "encoder", "assemble", "band_regressor", "cefr_classifier", "postprocess", "essay_scorer")
+STEPS = ("preprocess", "encoder", "assemble", "band_regressor", "postprocess", "essay_scorer")
 
 
 def machine() -> str:

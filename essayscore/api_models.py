@@ -118,8 +118,13 @@ class ScoreResponse(BaseModel):
     ielts_band_label: str = Field(description='"<4" for 3.5 (the model\'s "4 or below"), else the band as text.')
     ielts_raw: float
     band_interval: BandInterval
-    cefr: Literal["A1", "A2", "B1", "B2", "C1", "C2"]
+    cefr: Literal["A1", "A2", "B1", "B2", "C1", "C2"] = Field(
+        description="The band -> CEFR table applied to the proficiency before the Task 2 length rule: equal to "
+                    "the band's level from 250 words on.")
     cefr_probabilities: CefrProbabilities
+    length_adjustment: float = Field(
+        0.0, description="Band points the IELTS Task 2 under-length rule (< 250 words) took off ielts_band; 0 from "
+                         "250 words on.")
     explanation: Optional[Explanation] = None
     issues: Optional[list[Issue]] = None
     warnings: list[WarningItem]
@@ -154,6 +159,10 @@ class MetadataResponse(BaseModel):
     feature_registry: list[dict]
     interval_level: float
     limits: Limits
+    training_sources: list[dict] = Field(
+        default_factory=list, description="Every source the model was trained on: key, name, texts, label type, "
+                                          "licence, commercial use, citation.")
+    licence: str = Field("", description="The licence the model inherits from its training sources.")
 
 
 # ---- the error shape, and the ASGI guard that enforces it for BentoML's own error answers --------------------------

@@ -14,7 +14,8 @@ from essayscore.pipeline import EssayScorer
 from essayscore.validation import InputError, check_essay
 
 ID_COLUMNS = ("essay_id", "id")
-RESULT_COLUMNS = ["ielts_band", "ielts_raw", "cefr"] + [f"cefr_prob_{lvl}" for lvl in CEFR_LEVELS] + ["error"]
+RESULT_COLUMNS = (["ielts_band", "ielts_raw", "cefr"] + [f"cefr_prob_{lvl}" for lvl in CEFR_LEVELS]
+                  + ["length_adjustment", "error"])
 CHUNK = 32  # rows scored together: bounds memory, amortises the encoder's batching
 
 
@@ -45,7 +46,8 @@ def _score_chunk(scorer: EssayScorer, chunk: list[dict]) -> list[dict]:
                 continue
             r = result.result
             out[i] |= {"ielts_band": r["ielts_band"], "ielts_raw": round(r["ielts_raw"], 4), "cefr": r["cefr"],
-                       **{f"cefr_prob_{k}": round(v, 6) for k, v in r["cefr_probabilities"].items()}}
+                       **{f"cefr_prob_{k}": round(v, 6) for k, v in r["cefr_probabilities"].items()},
+                       "length_adjustment": round(r["length_adjustment"], 4)}
     return out
 
 

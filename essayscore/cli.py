@@ -36,6 +36,16 @@ def _score(args) -> None:
           f"{counts['errors']} rows have an error (see the 'error' column) -> {args.output}")
 
 
+def _model_card(args) -> None:
+    from essayscore import artifacts
+    from essayscore.settings import get_settings
+    from training import model_card
+
+    path = artifacts.resolve(args.model, get_settings().artifacts_dir)
+    artifacts.verify(path)
+    print(f"model card -> {model_card.write(path, Path(args.out))}")
+
+
 def _info(args) -> None:
     import json
 
@@ -44,7 +54,8 @@ def _info(args) -> None:
 
     path = artifacts.resolve(args.model, get_settings().artifacts_dir)
     manifest = artifacts.verify(path)
-    print(json.dumps({k: manifest[k] for k in ("name", "version", "created", "encoder", "metrics")}, indent=2))
+    keys = ("name", "version", "created", "encoder", "sources", "licence", "metrics")
+    print(json.dumps({k: manifest[k] for k in keys if k in manifest}, indent=2))
 
 
 # Commands implemented by another module's own CLI; ``essayscore NAME ARGS...`` hands ARGS to it unchanged.
@@ -85,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
+    p = sub.add_parser("model-card", help="write an artifact's model card (sources, licence, figures, limits)")
+    p.add_argument("--model", default="latest")
+    p.add_argument("--out", default="docs/model_card.md")
+    p.set_defaults(func=_model_card)
+
     p = sub.add_parser("info", help="print an artifact's manifest summary (verifies its hashes)")
     p.add_argument("--model", default="latest")
     p.set_defaults(func=_info)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 CLASSES = ("correct", "spelling", "grammar", "missing", "unnecessary", "punctuation")
 ERROR_CLASSES = CLASSES[1:]
-HASH_BITS = 18
+HASH_BITS = 20
 DETECTOR_FILE = "error_detector.npz"
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
@@ -66,6 +67,18 @@ def _zipf_bucket(word: str) -> int:
     return int(round(zipf(word)))
 
 
+@lru_cache(maxsize=1)
+def _dictionary() -> frozenset[str]:
+    """pyspellchecker's English word list (wordfreq alone knows common misspellings such as 'recieved')."""
+    from spellchecker import SpellChecker
+
+    return frozenset(SpellChecker(language="en", distance=1).word_frequency.dictionary)
+
+
+def _known(word: str) -> int:
+    return int(not word.isalpha() or word in _dictionary())
+
+
 def token_feature_indices(tokens: list[Token], bits: int = HASH_BITS) -> list[np.ndarray]:
     """Hashed feature indices of every token (crc32: stable across processes and platforms)."""
     mask = (1 << bits) - 1
@@ -75,12 +88,13 @@ def token_feature_indices(tokens: list[Token], bits: int = HASH_BITS) -> list[np
         j = i + 2
         w = low[j]
         zb = _zipf_bucket(w) if tok.is_word else -1
-        prev_known = low[j - 1]
+        known = _known(w) if tok.is_word else 1
         feats = (
             "b", f"w={w}", f"p={low[j - 1]}", f"n={low[j + 1]}", f"pp={low[j - 2]}", f"nn={low[j + 2]}",
             f"pw={low[j - 1]}|{w}", f"wn={w}|{low[j + 1]}", f"pwn={low[j - 1]}|{w}|{low[j + 1]}",
             f"ppw={low[j - 2]}|{low[j - 1]}|{w}", f"s={_shape(tok.text)}", f"suf={w[-3:]}", f"z={zb}",
-            f"zs={zb}|{_shape(tok.text)}", f"zp={zb}|{prev_known}", f"len={min(len(w), 12)}|{zb}",
+            f"zs={zb}|{_shape(tok.text)}", f"zp={zb}|{low[j - 1]}", f"len={min(len(w), 12)}|{zb}",
+            f"k={known}", f"kz={known}|{zb}", f"ks={known}|{w[-2:]}", f"kx={known}|{_shape(tok.text)}",
         )
         out.append(np.fromiter((zlib.crc32(f.encode()) & mask for f in feats), dtype=np.int64, count=len(feats)))
     return out

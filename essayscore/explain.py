@@ -54,6 +54,10 @@ class Explainer:
         values[:, self.word_index] += adjustment
         return values, base, adjustment
 
+    def length_adjustment(self, x: np.ndarray) -> np.ndarray:
+        """The Task 2 under-length adjustment of each row (band points, <= 0)."""
+        return self.model.under_length_weight * under_length(self.model.words(np.atleast_2d(x)))
+
     def explain(self, x: np.ndarray, handcrafted: np.ndarray, top_k: int = 8) -> list[dict]:
         contributions, base, adjustment = self.contributions(x)
         handcrafted = np.atleast_2d(handcrafted)

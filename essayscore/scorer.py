@@ -9,12 +9,14 @@ One model of one latent scale produces everything a score contains:
   half bands have fixed cut points halfway between bands (so ``eta`` reads as a band), W&I's CEFR sub-levels have
   their own cut points, learned. See :mod:`training.fit`.
 - **IELTS band** = ``eta`` + the Task 2 under-length adjustment (IELTS penalises answers under 250 words; a
-  fitted, bounded, visible term), rounded to the half band. Rounding is the median of the predicted band
-  distribution, because the IELTS cut points sit halfway between bands.
-- **CEFR** = the fixed table of the band (the API's contract). **CEFR probabilities** = the same logistic band
-  distribution summed into CEFR levels by that table, with its scale calibrated on validation. The reported level
-  is therefore the median of its probabilities, and they fall away from it on both sides (one unimodal
-  distribution): the two most likely levels are always neighbours.
+  fitted, bounded term, reported as ``length_adjustment``), rounded to the half band. Rounding is the median of
+  the predicted band distribution, because the IELTS cut points sit halfway between bands.
+- **CEFR** = the fixed band -> CEFR table (the API's contract) applied to the proficiency ``eta`` rounded to the
+  half band, i.e. before the Task 2 length rule: a short but well-written text keeps its level. From 250 words on
+  (no adjustment) band and level always agree; below, the band may sit lower by exactly ``length_adjustment``.
+  **CEFR probabilities** = the logistic distribution around ``eta`` summed into CEFR levels by that table, its
+  scale calibrated on validation. The reported level is therefore the median of its probabilities, and they fall
+  away from it on both sides (one unimodal distribution): the two most likely levels are always neighbours.
 - **Interval**: split-conformal, conditional on the predicted band (Mondrian bins), on the half-band grid.
 """
 
@@ -27,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from essayscore.bands import CEFR_CUTS, CEFR_LEVELS, MAX_BAND, band_to_cefr, bands_to_cefr_index
+from essayscore.bands import CEFR_CUTS, CEFR_LEVELS, MAX_BAND, bands_to_cefr_index
 
 HALF_BANDS = np.arange(3.5, 9.01, 0.5)  # the bands the model can output; 3.5 stands for "4 or below" (see bands.py)
 IELTS_CUTS = (HALF_BANDS[:-1] + HALF_BANDS[1:]) / 2  # fixed cut points of the IELTS head: the latent scale is bands
@@ -201,7 +203,7 @@ class Predictions:
     band: np.ndarray  # half band (the median of the band distribution)
     band_low: np.ndarray  # conformal interval, in half bands
     band_high: np.ndarray
-    cefr_index: np.ndarray  # CEFR level of ``band`` (the fixed table)
+    cefr_index: np.ndarray  # CEFR level of the proficiency's half band (the fixed table)
     probabilities: np.ndarray  # (n, 6) calibrated CEFR probabilities, A1..C2
     proficiency: np.ndarray  # latent proficiency before the Task 2 length adjustment, in band units
     length_adjustment: np.ndarray  # band points the under-length rule takes off (<= 0)
@@ -215,8 +217,9 @@ class Predictions:
             "ielts_band": float(self.band[i]),
             "ielts_raw": float(self.raw[i]),
             "band_interval": [float(self.band_low[i]), float(self.band_high[i])],
-            "cefr": band_to_cefr(float(self.band[i])),
+            "cefr": CEFR_LEVELS[int(self.cefr_index[i])],
             "cefr_probabilities": {lvl: float(p) for lvl, p in zip(CEFR_LEVELS, self.probabilities[i])},
+            "length_adjustment": float(self.length_adjustment[i]),
         }
 
 
@@ -265,8 +268,9 @@ class ScoringModel:
         low = np.clip(np.ceil((raw - q) * 2 - 1e-9) / 2, 0.0, MAX_BAND)
         high = np.clip(np.floor((raw + q) * 2 + 1e-9) / 2, 0.0, MAX_BAND)
         low, high = np.minimum(low, band), np.maximum(high, band)
-        return Predictions(raw, band, low, high, bands_to_cefr_index(band), cefr_distribution(raw, self.scale),
-                           eta, adjustment)
+        level_of = np.clip(eta, 0.0, MAX_BAND)
+        return Predictions(raw, band, low, high, bands_to_cefr_index(bands_from_raw(level_of)),
+                           cefr_distribution(level_of, self.scale), eta, adjustment)
 
     def source_level(self, eta: np.ndarray, source: str) -> np.ndarray:
         """The ordinal level of ``source``'s own scale that ``eta`` falls in (evaluation on that source)."""

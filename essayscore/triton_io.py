@@ -27,7 +27,7 @@ CEFR_CLASSES = 6  # A1..C2 (essayscore.bands.CEFR_LEVELS)
 
 # model names inside the repository
 PREPROCESS, ENCODER, ASSEMBLE = "preprocess", "encoder", "assemble"
-BAND_REGRESSOR, CEFR_CLASSIFIER, POSTPROCESS = "band_regressor", "cefr_classifier", "postprocess"
+BAND_REGRESSOR, POSTPROCESS = "band_regressor", "postprocess"
 
 # Triton wire dtype -> (config enum, numpy dtype)
 DTYPES: dict[str, tuple[str, Any]] = {
@@ -82,7 +82,7 @@ BAND_INTERVAL = TensorSpec("BAND_INTERVAL", "FP32", (2,))
 CEFR = TensorSpec("CEFR", "BYTES", (1,))
 CEFR_PROBABILITIES = TensorSpec("CEFR_PROBABILITIES", "FP32", (CEFR_CLASSES,))
 MODEL_VERSION = TensorSpec("MODEL_VERSION", "BYTES", (1,))
-# (1, n): a batch of one row, so that it feeds the batching tree models (FIL needs max_batch_size > 0) directly
+# (1, n): a batch of one row, so that it feeds the batching tree model (FIL needs max_batch_size > 0) directly
 FEATURE_VECTOR = TensorSpec("FEATURE_VECTOR", "FP32", (1, "n_model_features"))
 GRAMMAR_MATCHES = TensorSpec("GRAMMAR_MATCHES", "BYTES", (1,))  # JSON list of GrammarMatch.to_dict()
 
@@ -94,18 +94,17 @@ WINDOW_OWNER = TensorSpec("WINDOW_OWNER", "INT64", (-1,))  # 0 = essay, 1 = prom
 WINDOW_TOKENS = TensorSpec("WINDOW_TOKENS", "INT64", (-1,))
 EMBEDDING = TensorSpec("EMBEDDING", "FP32", (-1, "embedding_dim"))  # one row per window
 
-# The tree models use the FIL backend's tensor names in both profiles, so the ensemble is the same.
+# The tree model uses the FIL backend's tensor names in both profiles, so the ensemble is the same.
 TREE_INPUT = TensorSpec("input__0", "FP32", ("n_model_features",))
 BAND_OUTPUT = TensorSpec("output__0", "FP32", (1,))
-PROBA_OUTPUT = TensorSpec("output__0", "FP32", (CEFR_CLASSES,))
-RAW_BAND = TensorSpec("RAW_BAND", "FP32", (1, 1))  # postprocess inputs: the trees' (batch of one) outputs
-RAW_PROBABILITIES = TensorSpec("RAW_PROBABILITIES", "FP32", (1, CEFR_CLASSES))
+RAW_BAND = TensorSpec("RAW_BAND", "FP32", (1, 1))  # the residual trees' (batch of one) output, into postprocess
 
 PREPROCESS_INPUTS = (ESSAY, PROMPT)
 PREPROCESS_OUTPUTS = (FEATURES, INPUT_IDS, ATTENTION_MASK, WINDOW_OWNER, WINDOW_TOKENS, GRAMMAR_MATCHES)
 ASSEMBLE_INPUTS = (FEATURES, EMBEDDING, WINDOW_OWNER, WINDOW_TOKENS)
 ASSEMBLE_OUTPUTS = (FEATURE_VECTOR,)
-POSTPROCESS_INPUTS = (RAW_BAND, RAW_PROBABILITIES)
+# postprocess also reads the model input row: the linear part and the length terms of ScoringModel.finish need it
+POSTPROCESS_INPUTS = (RAW_BAND, FEATURE_VECTOR)
 POSTPROCESS_OUTPUTS = (IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR, CEFR_PROBABILITIES, MODEL_VERSION)
 ENSEMBLE_INPUTS = (ESSAY, PROMPT)
 ENSEMBLE_OUTPUTS = POSTPROCESS_OUTPUTS + (FEATURE_VECTOR, GRAMMAR_MATCHES)

@@ -51,11 +51,13 @@ def _broken_copy(repo: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_gpu_configs_parse_and_line_up(gpu_repo: Path) -> None:
+def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -> None:
+    from essayscore.artifacts import sha256_file
+    from essayscore.error_detector import DETECTOR_FILE
+
     assert check_repository(gpu_repo, "gpu") == []
     configs = {p.parent.name: parse_config(p) for p in gpu_repo.glob("*/config.pbtxt")}
-    assert set(configs) == {io.ENSEMBLE, io.PREPROCESS, io.ENCODER, io.ASSEMBLE, io.BAND_REGRESSOR,
-                            io.CEFR_CLASSIFIER, io.POSTPROCESS}
+    assert set(configs) == {io.ENSEMBLE, io.PREPROCESS, io.ENCODER, io.ASSEMBLE, io.BAND_REGRESSOR, io.POSTPROCESS}
 
     encoder = configs[io.ENCODER]
     assert encoder.backend == "onnxruntime" and encoder.default_model_filename == "encoder.fp16.onnx"
@@ -75,17 +77,32 @@ def test_gpu_configs_parse_and_line_up(gpu_repo: Path) -> None:
     report = json.loads((gpu_repo / "encoder" / "1" / "export_report.json").read_text())
     assert report["variants"]["fp16"]["passed"] is True  # validated against PyTorch by training.export_onnx
 
-    for name, classifier in ((io.BAND_REGRESSOR, False), (io.CEFR_CLASSIFIER, True)):
-        fil = configs[name]
-        params = {k: v.string_value for k, v in fil.parameters.items()}
-        assert fil.backend == "fil" and fil.max_batch_size > 0 and fil.HasField("dynamic_batching")
-        assert params["model_type"] == "xgboost_json"
-        assert params["output_class"] == str(classifier).lower()
-        assert params["predict_proba"] == str(classifier).lower()
-        assert _kinds(fil) == ["KIND_GPU"]
-        assert list(fil.output[0].dims) == ([6] if classifier else [1])
-        assert (gpu_repo / name / "1" / "xgboost.json").is_file()
-        assert not list((gpu_repo / name / "1").glob("*.so"))
+    # the residual trees: a FIL regressor (no classifier in the graph: CEFR probabilities come from postprocess)
+    fil = configs[io.BAND_REGRESSOR]
+    params = {k: v.string_value for k, v in fil.parameters.items()}
+    assert fil.backend == "fil" and fil.max_batch_size > 0 and fil.HasField("dynamic_batching")
+    assert params["model_type"] == "xgboost_json"
+    assert params["output_class"] == "false" and params["predict_proba"] == "false"
+    assert _kinds(fil) == ["KIND_GPU"]
+    assert [t.name for t in fil.input] == ["input__0"] and [t.name for t in fil.output] == ["output__0"]
+    assert list(fil.output[0].dims) == [1]
+    assert sha256_file(gpu_repo / io.BAND_REGRESSOR / "1" / "xgboost.json") == sha256_file(
+        trained_artifact / "regressor.json")
+    assert not list((gpu_repo / io.BAND_REGRESSOR / "1").glob("*.so"))
+
+    # postprocess reads the trees' output and the model input row (assemble's FEATURE_VECTOR, also the trees' input)
+    n_model_features = json.loads((gpu_repo / "repository.json").read_text())["sizes"]["n_model_features"]
+    assert [(t.name, list(t.dims)) for t in configs[io.POSTPROCESS].input] == [
+        (io.RAW_BAND.name, [1, 1]), (io.FEATURE_VECTOR.name, [1, n_model_features])]
+    steps = {s.model_name: s for s in configs[io.ENSEMBLE].ensemble_scheduling.step}
+    assert dict(steps[io.POSTPROCESS].input_map) == {io.RAW_BAND.name: io.RAW_BAND.name,
+                                                     io.FEATURE_VECTOR.name: io.FEATURE_VECTOR.name}
+    assert dict(steps[io.BAND_REGRESSOR].input_map) == {"input__0": io.FEATURE_VECTOR.name}
+    assert dict(steps[io.ASSEMBLE].output_map) == {io.FEATURE_VECTOR.name: io.FEATURE_VECTOR.name}
+
+    # preprocess gets the artifact's learned error detector (without it the learned_errors features are NaN)
+    detector = {k: v.string_value for k, v in configs[io.PREPROCESS].parameters.items()}["error_detector"]
+    assert sha256_file(gpu_repo / io.PREPROCESS / "1" / detector) == sha256_file(trained_artifact / DETECTOR_FILE)
 
     for name in (io.PREPROCESS, io.ASSEMBLE, io.POSTPROCESS):  # python models run on the CPU in both profiles
         assert configs[name].backend == "python" and _kinds(configs[name]) == ["KIND_CPU"]
@@ -111,8 +128,15 @@ def test_same_graph_as_cpu_profile(gpu_repo: Path) -> None:
     # shape mismatch: assemble's vector no longer matches the trees' input width
     (("assemble", r'(name: "FEATURE_VECTOR"\n  data_type: TYPE_FP32\n  dims: 1\n  dims: )\d+', r"\g<1>7"),
      "shape mismatch on 'FEATURE_VECTOR'"),
+    # postprocess's model input row no longer matches assemble's FEATURE_VECTOR
+    (("postprocess", r'(name: "FEATURE_VECTOR"\n  data_type: TYPE_FP32\n  dims: 1\n  dims: )\d+', r"\g<1>7"),
+     "postprocess.FEATURE_VECTOR expects [1, 7]"),
+    # the ensemble no longer feeds the model input row to postprocess
+    (("essay_scorer",
+      r'(model_name: "postprocess"\n    model_version: -1\n    input_map \{\n      key: )"FEATURE_VECTOR"',
+      r'\1"FEATURES_VECTOR"'), "required input postprocess.FEATURE_VECTOR is not mapped"),
     # not a ModelConfig at all
-    (("cefr_classifier", r"max_batch_size: \d+", "max_batch_size: lots"), "does not parse as ModelConfig"),
+    (("band_regressor", r"max_batch_size: \d+", "max_batch_size: lots"), "does not parse as ModelConfig"),
     # FIL without batching
     (("band_regressor", r"max_batch_size: \d+", "max_batch_size: 0"), "FIL needs max_batch_size > 0"),
 ])
@@ -127,6 +151,31 @@ def test_broken_configs_are_caught(gpu_repo: Path, tmp_path: Path, edit, expecte
     assert any(expected in p for p in problems), problems
     with pytest.raises(RepositoryError):
         validate_repository(broken, "gpu")
+
+
+def test_missing_error_detector_is_caught(gpu_repo: Path, tmp_path: Path) -> None:
+    broken = _broken_copy(gpu_repo, tmp_path)
+    (broken / io.PREPROCESS / "1" / "artifact" / "error_detector.npz").unlink()
+    problems = check_repository(broken, "gpu")
+    assert any("preprocess: parameter error_detector" in p and "does not exist" in p for p in problems), problems
+
+
+def test_artifact_without_trees_is_refused(trained_artifact: Path, tmp_path: Path) -> None:
+    """No residual trees (``has_trees`` false): nothing for band_regressor to serve, so no repository is built."""
+    from essayscore.artifacts import ArtifactError, verify, write_manifest
+    from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
+    from essayscore.scorer import REGRESSOR_FILE, SCORING_FILE
+    from training.build_repository import build_repository
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(trained_artifact, artifact, ignore=shutil.ignore_patterns(ARTIFACT_EXPORT_DIR, REGRESSOR_FILE))
+    scoring = json.loads((artifact / SCORING_FILE).read_text())
+    (artifact / SCORING_FILE).write_text(json.dumps({**scoring, "has_trees": False}))
+    write_manifest(artifact, verify(trained_artifact)["version"])
+    out = tmp_path / "model_repository"
+    with pytest.raises(ArtifactError, match="no residual trees"):
+        build_repository(artifact, out, profile="gpu")
+    assert not out.exists()
 
 
 def test_kind_gpu_in_cpu_profile_is_caught(gpu_repo: Path) -> None:

@@ -107,7 +107,8 @@ def served(clients, cases) -> dict[str, list[dict]]:
 # ------------------------------------------------------------------------------------------------------------
 def test_generated_repository_is_consistent(cpu_repo: Path, trained_artifact: Path) -> None:
     from essayscore.artifacts import sha256_file, verify
-    from training.build_repository import check_repository
+    from essayscore.error_detector import DETECTOR_FILE
+    from training.build_repository import check_repository, parse_config
 
     assert check_repository(cpu_repo, "cpu") == []
     meta = json.loads((cpu_repo / "repository.json").read_text())
@@ -118,17 +119,36 @@ def test_generated_repository_is_consistent(cpu_repo: Path, trained_artifact: Pa
         assert sha256_file(cpu_repo / rel) == digest, rel
     assert "encoder/1/encoder.fp32.onnx" in meta["files"]
     assert "band_regressor/1/regressor.so" in meta["files"]
-    for model in ("preprocess", "encoder", "assemble", "band_regressor", "cefr_classifier", "postprocess"):
+    # one tree model (the residual trees); CEFR probabilities come from postprocess, not from a classifier
+    models = ("preprocess", "encoder", "assemble", "band_regressor", "postprocess")
+    assert meta["models"] == [*models, io.ENSEMBLE]
+    assert {p.parent.name for p in cpu_repo.glob("*/config.pbtxt")} == {*models, io.ENSEMBLE}
+    for model in models:
         code = (cpu_repo / model / "1" / "model.py").read_text()
         assert "/work/" not in code and "TritonPythonModel" in code  # thin, no absolute paths
     for cfg in cpu_repo.glob("*/config.pbtxt"):
         assert str(cpu_repo) not in cfg.read_text() and "KIND_GPU" not in cfg.read_text()
+    # preprocess extracts with the artifact's learned error detector (else the learned_errors columns are NaN)
+    assert meta["files"]["preprocess/1/artifact/error_detector.npz"] == sha256_file(trained_artifact / DETECTOR_FILE)
+    configs = {p.parent.name: parse_config(p) for p in cpu_repo.glob("*/config.pbtxt")}
+    params = {k: v.string_value for k, v in configs[io.PREPROCESS].parameters.items()}
+    assert params["error_detector"] == "artifact/error_detector.npz"
+    # postprocess is fed the trees' output and assemble's FEATURE_VECTOR (one tensor, two consumers)
+    assert [t.name for t in configs[io.POSTPROCESS].input] == [io.RAW_BAND.name, io.FEATURE_VECTOR.name]
+    steps = {s.model_name: s for s in configs[io.ENSEMBLE].ensemble_scheduling.step}
+    assert list(steps) == list(models)
+    assert dict(steps[io.POSTPROCESS].input_map) == {io.RAW_BAND.name: io.RAW_BAND.name,
+                                                     io.FEATURE_VECTOR.name: io.FEATURE_VECTOR.name}
+    assert dict(steps[io.BAND_REGRESSOR].input_map) == {"input__0": io.FEATURE_VECTOR.name}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_ensemble_equals_in_process_scoring(protocol, served, onnx_reference, cases) -> None:
+    from essayscore.features.registry import LEARNED_FEATURES
+
     scorer, expected = onnx_reference
     results = served[protocol]
+    learned = [scorer.model.feature_names.index(name) for name in LEARNED_FEATURES]
     n_matches = 0
     for (essay, prompt), got, ref in zip(cases, results, expected):
         want = ref.result
@@ -141,10 +161,38 @@ def test_ensemble_equals_in_process_scoring(protocol, served, onnx_reference, ca
         assert got["model_version"] == scorer.version
         assert got["feature_vector"].shape == ref.x.shape
         np.testing.assert_allclose(got["feature_vector"], ref.x, atol=1e-4, rtol=0)
+        assert np.isfinite(got["feature_vector"][learned]).all()  # preprocess ran the artifact's error detector
         assert got["grammar_matches"] == [m.to_dict() for m in ref.matches]
         n_matches += len(got["grammar_matches"])
     assert n_matches > 0, "no essay had grammar matches: the comparison of matches proved nothing"
     assert any(p is None for _, p in cases) and any(p for _, p in cases)
+
+
+def test_steps_in_process_equal_in_process_scoring(cpu_repo: Path, onnx_reference, cases) -> None:
+    """The python models' steps on the repository's own files (no server) compute what EssayScorer does."""
+    from essayscore.triton_models.steps import AssembleStep, EncoderStep, PostprocessStep, PreprocessStep, TreesStep
+
+    scorer, expected = onnx_reference
+    folder = {model: cpu_repo / model / "1"
+              for model in (io.PREPROCESS, io.ENCODER, io.ASSEMBLE, io.BAND_REGRESSOR, io.POSTPROCESS)}
+    preprocess = PreprocessStep(folder[io.PREPROCESS] / "encoder",
+                                detector_path=folder[io.PREPROCESS] / "artifact" / "error_detector.npz")
+    encoder = EncoderStep(folder[io.ENCODER] / "encoder.fp32.onnx", folder[io.ENCODER])
+    assemble = AssembleStep(folder[io.ASSEMBLE] / "artifact")
+    trees = TreesStep(folder[io.BAND_REGRESSOR] / "regressor.so")
+    postprocess = PostprocessStep(folder[io.POSTPROCESS] / "artifact", scorer.version)
+    for (essay, prompt), ref in zip(cases, expected):
+        t = preprocess(essay, prompt)
+        embedding = encoder(t[io.INPUT_IDS.name], t[io.ATTENTION_MASK.name])
+        x = assemble(t[io.FEATURES.name], embedding, t[io.WINDOW_OWNER.name], t[io.WINDOW_TOKENS.name])
+        np.testing.assert_allclose(x[0], ref.x, atol=1e-4, rtol=0)
+        out = postprocess(trees(x), x)
+        assert float(out[io.IELTS_BAND.name][0]) == ref.result["ielts_band"]
+        assert float(out[io.IELTS_RAW.name][0]) == pytest.approx(ref.result["ielts_raw"], abs=1e-4)
+        assert out[io.BAND_INTERVAL.name].tolist() == ref.result["band_interval"]
+        assert io.decode_text(out[io.CEFR.name][0]) == ref.result["cefr"]
+        np.testing.assert_allclose(out[io.CEFR_PROBABILITIES.name], list(ref.result["cefr_probabilities"].values()),
+                                   atol=1e-4, rtol=0)
 
 
 def test_same_bands_as_pytorch_encoder(served, torch_reference) -> None:

@@ -2,29 +2,36 @@
 
     python -m training.build_repository --model latest --profile cpu --out model_repository
 
-The graph is the same in both profiles; only the backends of ``encoder`` and the two tree models differ:
+The graph is the same in both profiles; only the backends of ``encoder`` and the tree model differ:
 
 =================  =====================================  ===========================================
 model              cpu profile                            gpu profile
 =================  =====================================  ===========================================
-preprocess         python (features, grammar, windows)    same
+preprocess         python (features + error detector,     same
+                   grammar, windows)
 encoder            python: ONNX Runtime, fp32 (or int8)   onnxruntime backend, fp16 ONNX, KIND_GPU
 assemble           python (pool, cosine, preprocessor)    same
 band_regressor     python: tl2cgen-compiled .so           fil (xgboost_json, regressor), KIND_GPU
-cefr_classifier    python: tl2cgen-compiled .so           fil (xgboost_json, predict_proba), KIND_GPU
-postprocess        python (calibrate + finish)            same
-essay_scorer       ensemble of the six                    same
+postprocess        python (ScoringModel.finish)           same
+essay_scorer       ensemble of the five                   same
 =================  =====================================  ===========================================
 
-What it does: verifies the artifact; exports the encoder with ``training.export_onnx`` (validated against
-PyTorch; skipped when the repository already holds a validated export of the same encoder and variant);
-compiles the two forests with ``compile_xgboost`` (cpu) or copies their XGBoost JSON (gpu); copies what each
-python model needs into its version folder; writes every ``config.pbtxt`` from the typed descriptions below
-(serialised through Triton's own protobuf schema, ``tritonclient.grpc.model_config_pb2.ModelConfig``); checks
-the whole repository with :func:`check_repository` (configs parse, files exist, every ensemble mapping names a
-real tensor of the step model with the same dtype and a compatible shape); writes ``repository.json`` (artifact
-version, profile, encoder, sha256 of every file). The repository is built in a temporary sibling folder and
-swapped in at the end, so a failed build leaves the old one untouched.
+``band_regressor`` serves the residual trees; ``postprocess`` reads their output and FEATURE_VECTOR (the linear
+part and the length terms of the latent scale need the model input row), and computes the band distribution,
+CEFR probabilities and interval with ``ScoringModel.finish``, as in-process scoring does.
+
+What it does: verifies the artifact (an artifact without residual trees is refused: there is nothing for
+``band_regressor`` to serve); exports the encoder with ``training.export_onnx`` (validated against PyTorch;
+skipped when the repository already holds a validated export of the same encoder and variant); compiles the
+residual trees with ``compile_xgboost`` (cpu) or copies their XGBoost JSON (gpu); copies what each python model
+needs into its version folder (the artifact's ``error_detector.npz``, when it has one, into preprocess's: the
+extractor needs it for the ``learned_errors`` features); writes every ``config.pbtxt`` from the typed
+descriptions below (serialised through Triton's own protobuf schema,
+``tritonclient.grpc.model_config_pb2.ModelConfig``); checks the whole repository with :func:`check_repository`
+(configs parse, files exist, every ensemble mapping names a real tensor of the step model with the same dtype and
+a compatible shape); writes ``repository.json`` (artifact version, profile, encoder, sha256 of every file). The
+repository is built in a temporary sibling folder and swapped in at the end, so a failed build leaves the old
+one untouched.
 
 Tensor names, dtypes and shapes come from :mod:`essayscore.triton_io`; the python models' code from
 :mod:`essayscore.triton_models`.
@@ -57,8 +64,8 @@ MODEL_CODE_DIR = Path(__file__).resolve().parent.parent / "essayscore" / "triton
 ARTIFACT_SUBDIR = "artifact"  # copied artifact files inside a python model's version folder
 TOKENIZER_SUBDIR = "encoder"  # tokenizer + onnx_encoder.json inside preprocess's version folder
 FIL_MODEL_FILE = "xgboost.json"  # the FIL backend's default file name for model_type xgboost_json
-TREE_FILES = {io.BAND_REGRESSOR: "regressor", io.CEFR_CLASSIFIER: "classifier"}  # artifact <name>.json
-TREE_MAX_BATCH = 64  # tree models batch dynamically (FIL requires max_batch_size > 0)
+TREE_LIBRARY = "regressor"  # band_regressor's compiled library: regressor.so (cpu profile)
+TREE_MAX_BATCH = 64  # the tree model batches dynamically (FIL requires max_batch_size > 0)
 CPU_VARIANTS = ("fp32", "int8")
 # ONNX int8 serves the cpu profile: the fastest single-essay encoder here at the same test QWK (its export is
 # refused if QWK moves by more than 0.01); see docs/benchmarks.md and the export report.
@@ -191,7 +198,8 @@ class EncoderGraph:
 
 
 def model_specs(profile: Profile, sizes: GraphSizes, artifact_version: str, encoder_graph: EncoderGraph,
-                onnx_file: str, intra_op_threads: int = 0) -> list[ModelSpec]:
+                onnx_file: str, intra_op_threads: int = 0, error_detector: str | None = None) -> list[ModelSpec]:
+    """``error_detector``: the detector file relative to preprocess's version folder (None: the artifact has none)."""
     dims = sizes.mapping()
 
     def r(specs: Sequence[io.TensorSpec]) -> tuple[io.TensorSpec, ...]:
@@ -212,25 +220,26 @@ def model_specs(profile: Profile, sizes: GraphSizes, artifact_version: str, enco
                             parameters={"onnx_file": onnx_file, "encoder_dir": ".",
                                         "intra_op_threads": str(intra_op_threads)})
 
-    def tree(name: str, output: io.TensorSpec, classifier: bool) -> ModelSpec:
-        inputs, outputs = r([io.TREE_INPUT]), r([output])
-        if gpu:
-            params = {"model_type": "xgboost_json", "output_class": str(classifier).lower(),
-                      "predict_proba": str(classifier).lower(), "storage_type": "AUTO",
-                      "xgboost_allow_unknown_field": "true"}
-            return ModelSpec(name, "fil", inputs, outputs, max_batch_size=TREE_MAX_BATCH, kind="KIND_GPU",
-                             parameters=params, dynamic_batching=True, default_model_filename=FIL_MODEL_FILE)
-        return ModelSpec(name, "python", inputs, outputs, max_batch_size=TREE_MAX_BATCH, dynamic_batching=True,
-                         parameters={"library": f"{TREE_FILES[name]}.so"})
+    tree_io = r([io.TREE_INPUT]), r([io.BAND_OUTPUT])
+    if gpu:
+        params = {"model_type": "xgboost_json", "output_class": "false", "predict_proba": "false",
+                  "storage_type": "AUTO", "xgboost_allow_unknown_field": "true"}
+        trees = ModelSpec(io.BAND_REGRESSOR, "fil", *tree_io, max_batch_size=TREE_MAX_BATCH, kind="KIND_GPU",
+                          parameters=params, dynamic_batching=True, default_model_filename=FIL_MODEL_FILE)
+    else:
+        trees = ModelSpec(io.BAND_REGRESSOR, "python", *tree_io, max_batch_size=TREE_MAX_BATCH,
+                          dynamic_batching=True, parameters={"library": f"{TREE_LIBRARY}.so"})
+    preprocess_params = {"encoder_dir": TOKENIZER_SUBDIR}
+    if error_detector is not None:
+        preprocess_params["error_detector"] = error_detector
 
     return [
         ModelSpec(io.PREPROCESS, "python", r(io.PREPROCESS_INPUTS), r(io.PREPROCESS_OUTPUTS),
-                  parameters={"encoder_dir": TOKENIZER_SUBDIR}),
+                  parameters=preprocess_params),
         encoder,
         ModelSpec(io.ASSEMBLE, "python", r(assemble_inputs), r(io.ASSEMBLE_OUTPUTS),
                   parameters={"artifact_dir": ARTIFACT_SUBDIR}),
-        tree(io.BAND_REGRESSOR, io.BAND_OUTPUT, classifier=False),
-        tree(io.CEFR_CLASSIFIER, io.PROBA_OUTPUT, classifier=True),
+        trees,
         ModelSpec(io.POSTPROCESS, "python", r(io.POSTPROCESS_INPUTS), r(io.POSTPROCESS_OUTPUTS),
                   parameters={"artifact_dir": ARTIFACT_SUBDIR, "artifact_version": artifact_version}),
     ]
@@ -246,8 +255,7 @@ def ensemble_spec(sizes: GraphSizes, encoder_graph: EncoderGraph) -> EnsembleSpe
         StepSpec(io.ASSEMBLE, same(io.ASSEMBLE_INPUTS), same(io.ASSEMBLE_OUTPUTS)),
         StepSpec(io.BAND_REGRESSOR, {io.TREE_INPUT.name: io.FEATURE_VECTOR.name},
                  {io.BAND_OUTPUT.name: io.RAW_BAND.name}),
-        StepSpec(io.CEFR_CLASSIFIER, {io.TREE_INPUT.name: io.FEATURE_VECTOR.name},
-                 {io.PROBA_OUTPUT.name: io.RAW_PROBABILITIES.name}),
+        # FEATURE_VECTOR feeds band_regressor and postprocess (and is an ensemble output)
         StepSpec(io.POSTPROCESS, same(io.POSTPROCESS_INPUTS), same(io.POSTPROCESS_OUTPUTS)),
     )
     dims = sizes.mapping()
@@ -320,7 +328,7 @@ def check_model(repository: Path, name: str, config, profile: str | None = None)
         if not (version_dir / "model.py").is_file():
             problems.append(f"{where} {VERSION}/model.py is missing")
         for key, value in config.parameters.items():
-            if key in ("encoder_dir", "artifact_dir", "onnx_file", "library") and \
+            if key in ("encoder_dir", "artifact_dir", "onnx_file", "library", "error_detector") and \
                     not (version_dir / value.string_value).exists():
                 problems.append(f"{where} parameter {key} = {value.string_value!r} does not exist in {VERSION}/")
     elif config.backend == "onnxruntime":
@@ -555,9 +563,10 @@ def build_repository(
 ) -> BuildReport:
     """Build (or rebuild) the repository of the artifact at ``artifact_dir`` into ``out``; see the module doc."""
     from essayscore import artifacts
+    from essayscore.error_detector import DETECTOR_FILE
     from essayscore.features import FEATURES
     from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR, META_FILE, VARIANT_FILES
-    from essayscore.scorer import CLASSIFIER_FILE, PREPROCESSOR_FILE, REGRESSOR_FILE, SCORING_FILE, Preprocessor
+    from essayscore.scorer import PREPROCESSOR_FILE, REGRESSOR_FILE, SCORING_FILE, Preprocessor
 
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -575,6 +584,10 @@ def build_repository(
                        n_model_features=len(preprocessor.output_names))
     if preprocessor.feature_names != [f.name for f in FEATURES]:
         raise artifacts.ArtifactError(f"artifact {version}'s handcrafted features differ from this code's registry")
+    if not json.loads((artifact_dir / SCORING_FILE).read_text())["has_trees"]:
+        raise artifacts.ArtifactError(f"artifact {version} has no residual trees ({SCORING_FILE}: has_trees is "
+                                      "false): band_regressor has nothing to serve; score it in-process instead")
+    detector_rel = f"{ARTIFACT_SUBDIR}/{DETECTOR_FILE}" if (artifact_dir / DETECTOR_FILE).is_file() else None
     variant = GPU_VARIANT if profile == "gpu" else cpu_variant
     onnx_file = VARIANT_FILES[variant]
 
@@ -607,12 +620,16 @@ def build_repository(
         graph = EncoderGraph(graph.input_names, graph.output_name,
                              _check_onnx_io(enc_dir / onnx_file, graph, sizes.embedding_dim))
 
-        # ---- preprocess: tokenizer + window settings (no weights, no .onnx) -------------------------------------
+        # ---- preprocess: tokenizer + window settings (no weights, no .onnx), the learned error detector ---------
         tok_dir = staging / io.PREPROCESS / VERSION / TOKENIZER_SUBDIR
         tok_dir.mkdir(parents=True)
         for file in enc_dir.iterdir():
             if file.is_file() and file.suffix != ".onnx" and file.name != "export_report.json":
                 shutil.copy2(file, tok_dir / file.name)
+        if detector_rel is not None:  # without it the learned_errors features are NaN: not the model's scores
+            detector = staging / io.PREPROCESS / VERSION / detector_rel
+            detector.parent.mkdir(parents=True)
+            shutil.copy2(artifact_dir / DETECTOR_FILE, detector)
 
         # ---- assemble / postprocess: artifact files -------------------------------------------------------------
         for model, files in ((io.ASSEMBLE, (PREPROCESSOR_FILE,)), (io.POSTPROCESS, (PREPROCESSOR_FILE, SCORING_FILE))):
@@ -621,28 +638,26 @@ def build_repository(
             for name in files:
                 shutil.copy2(artifact_dir / name, target / name)
 
-        # ---- trees ----------------------------------------------------------------------------------------------
+        # ---- residual trees -------------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        sources = {io.BAND_REGRESSOR: REGRESSOR_FILE, io.CEFR_CLASSIFIER: CLASSIFIER_FILE}
-        for model, source in sources.items():
-            target = staging / model / VERSION
-            target.mkdir(parents=True)
-            if profile == "gpu":
-                shutil.copy2(artifact_dir / source, target / FIL_MODEL_FILE)
-            else:
-                from essayscore.compiled_trees import compile_xgboost
+        target = staging / io.BAND_REGRESSOR / VERSION
+        target.mkdir(parents=True)
+        if profile == "gpu":
+            shutil.copy2(artifact_dir / REGRESSOR_FILE, target / FIL_MODEL_FILE)
+        else:
+            from essayscore.compiled_trees import compile_xgboost
 
-                compile_xgboost(artifact_dir / source, target, TREE_FILES[model], nthread=max(1, os.cpu_count() or 1))
-                sidecar = target / f"{TREE_FILES[model]}.tl2cgen.json"  # no absolute source path in the repository
-                side = json.loads(sidecar.read_text())
-                side["source_model"] = f"{version}/{source}"
-                sidecar.write_text(json.dumps(side, indent=2))
+            compile_xgboost(artifact_dir / REGRESSOR_FILE, target, TREE_LIBRARY, nthread=max(1, os.cpu_count() or 1))
+            sidecar = target / f"{TREE_LIBRARY}.tl2cgen.json"  # no absolute source path in the repository
+            side = json.loads(sidecar.read_text())
+            side["source_model"] = f"{version}/{REGRESSOR_FILE}"
+            sidecar.write_text(json.dumps(side, indent=2))
         seconds["trees"] = round(time.perf_counter() - t0, 2)
 
         # ---- configs + model code -------------------------------------------------------------------------------
-        specs = model_specs(profile, sizes, version, graph, onnx_file, intra_op_threads)
+        specs = model_specs(profile, sizes, version, graph, onnx_file, intra_op_threads, detector_rel)
         code = {io.PREPROCESS: "preprocess", io.ENCODER: "encoder", io.ASSEMBLE: "assemble",
-                io.BAND_REGRESSOR: "trees", io.CEFR_CLASSIFIER: "trees", io.POSTPROCESS: "postprocess"}
+                io.BAND_REGRESSOR: "trees", io.POSTPROCESS: "postprocess"}
         for spec in specs:
             folder = staging / spec.name
             (folder / VERSION).mkdir(parents=True, exist_ok=True)

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
 
 from essayscore.error_detector import (CLASSES, HASH_BITS, ErrorDetector, Token, density_from_probabilities,
                                        token_feature_indices, tokenize)
-from essayscore.features.nlp import zipf
 
 
 @dataclass
 class DetectorConfig:
-    alpha: float = 2e-6  # L2 strength of SGD
+    alpha: float = 1e-5  # L2 strength of SGD (weaker: over-confident probabilities, no better F0.5)
     epochs: int = 8
     seed: int = 0
     bits: int = HASH_BITS
@@ -34,6 +34,13 @@ def _is_punct(text: str) -> bool:
     return bool(stripped) and not any(c.isalnum() for c in stripped)
 
 
+@lru_cache(maxsize=1)
+def _spell_checker():
+    from spellchecker import SpellChecker
+
+    return SpellChecker()
+
+
 def edit_class(original: str, replacement: str | None) -> str:
     if replacement is None:
         return "grammar"  # annotator marked it unclear: some correction is needed
@@ -42,9 +49,11 @@ def edit_class(original: str, replacement: str | None) -> str:
     if not replacement.strip():
         return "unnecessary"
     o, r = original.strip(), replacement.strip()
-    if " " not in o and " " not in r and o.lower() != r.lower():
-        similar = difflib.SequenceMatcher(None, o.lower(), r.lower()).ratio() >= 0.6
-        if similar and o.isalpha() and zipf(o.lower()) < 1.5:
+    lo, lr = o.lower(), r.lower()
+    if " " not in o and " " not in r and lo != lr and o.isalpha():
+        similar = difflib.SequenceMatcher(None, lo, lr).ratio() >= 0.6
+        inflection = lo.startswith(lr) or lr.startswith(lo)  # informations -> information: a word-form error
+        if similar and not inflection and lo in _spell_checker().unknown([lo]):
             return "spelling"
     if o.lower() == r.lower():
         return "punctuation"  # casing only: counted with the mechanics

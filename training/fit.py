@@ -40,6 +40,7 @@ LENGTH_PROXIES = frozenset({
 # The IELTS under-length rule takes at most this many bands off an empty answer (half of it at 125 words): the
 # data alone would take ~4, which would make a short but well-written text's level collapse.
 MAX_UNDER_LENGTH_PENALTY = 2.0
+MAX_BAND_SCALE = 0.9  # logistic scale of the band distribution, at most (see _calibrate_scale)
 # Signals whose direction is known: the trees may only move the score that way (error densities lower it,
 # sophistication and error-free writing raise it).
 MONOTONE_UP = frozenset({"error_free_sentence_share", "detected_clean_sentence_share", "rare_word_share",
@@ -93,6 +94,9 @@ class FitConfig:
     harmonisation: str = "anchored"  # one of HARMONISATIONS
     # length only through the bounded term; False lets the model read the length proxies (an ablation)
     block_length_proxies: bool = True
+    # Bands per log-word of the length term: at most 0.52 bands lost by halving a text, 1.4 between 60 and 400
+    # words. Fitted freely it takes ~1.1 (0.8 bands for a halved text): length would again carry the score.
+    max_length_weight: float = 0.75
     source_balance: bool = True  # weight sources equally in the likelihood, whatever their sizes
     interval_level: float = 0.9
     conformal_edges: tuple[float, ...] = (5.25, 6.75)  # predicted-band bins of the conditional interval
@@ -169,7 +173,7 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
     W = torch.tensor(weights, dtype=torch.float64)
     w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.tensor([6.0], dtype=torch.float64, requires_grad=True)
-    lw = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    lw_raw = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # length weight, in (0, max_length_weight)
     g_raw = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)  # under-length weight, bounded below
     log_scale = {s: torch.tensor([np.log(0.6)], dtype=torch.float64, requires_grad=True) for s in sources}
     free = [s for s in sources if s != "ielts"]
@@ -179,7 +183,7 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
     steps = {s: torch.full((n_levels[s] - 2,), -0.5, dtype=torch.float64, requires_grad=True) for s in free}
     inner = {s: torch.zeros(len(CEFR_LATENT_BOUNDARIES) + 1, dtype=torch.float64, requires_grad=True) for s in free}
     bounds = torch.tensor(CEFR_LATENT_BOUNDARIES, dtype=torch.float64)
-    params = [w, b, lw, g_raw, *log_scale.values(), *first.values(), *steps.values(), *inner.values()]
+    params = [w, b, lw_raw, g_raw, *log_scale.values(), *first.values(), *steps.values(), *inner.values()]
     fixed = torch.tensor(IELTS_CUTS, dtype=torch.float64)
     ord_t = torch.tensor(ordinal, dtype=torch.long)
     masks = {s: torch.tensor(source == s) for s in sources}
@@ -204,8 +208,11 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
     def under_weight() -> torch.Tensor:  # in (-MAX_UNDER_LENGTH_PENALTY, 0)
         return -MAX_UNDER_LENGTH_PENALTY * torch.sigmoid(g_raw)
 
+    def length_weight() -> torch.Tensor:
+        return cfg.max_length_weight * torch.sigmoid(lw_raw)
+
     def loss() -> torch.Tensor:
-        eta = b + X @ w + lw * L
+        eta = b + X @ w + length_weight() * L
         total = cfg.l2 * (w * w).sum()
         for s in sources:
             m = masks[s]
@@ -231,8 +238,9 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
 
     opt.step(closure)
     heads = {s: Ordinal(cuts_of(s).detach().numpy().copy(), float(torch.exp(log_scale[s]).item())) for s in sources}
-    linear = LinearPart(w.detach().numpy().copy(), float(b.item()), float(lw.item()))
-    return linear, float(under_weight().item()), heads
+    linear = LinearPart(w.detach().numpy().copy(), float(b.item()), float(length_weight().item()))
+    # with no Task 2 answer among the rows the rule has nothing to learn from: no adjustment
+    return linear, float(under_weight().item()) if task2.any() else 0.0, heads
 
 
 def _observed_eta(eta: np.ndarray, words: np.ndarray, task2: np.ndarray, under_weight: float) -> np.ndarray:
@@ -343,7 +351,9 @@ def _calibrate_scale(raw: np.ndarray, y: np.ndarray) -> float:
     def nll(log_s: float) -> float:
         return float(ordinal_nll(raw, ordinal, Ordinal(IELTS_CUTS, float(np.exp(log_s)))).mean())
 
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.1), np.log(3.0)), method="bounded").x))
+    # capped at MAX_BAND_SCALE: beyond ~1 band the semi-infinite A1 level could out-weigh A2 while B1 is the
+    # most likely level, and the two most likely levels would no longer be neighbours
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.1), np.log(MAX_BAND_SCALE)), method="bounded").x))
 
 
 def conformal_quantiles(y: np.ndarray, raw: np.ndarray, edges, level: float, min_rows: int = 30) -> list[float]:

@@ -49,9 +49,18 @@ def handcrafted_features(essays: pd.DataFrame, cache_dir: Path, extractor: Featu
     return out
 
 
-def essay_and_prompt_embeddings(essays: pd.DataFrame, encoder: Encoder, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def essay_and_prompt_embeddings(essays: pd.DataFrame, encoder: Encoder, cache_dir: Path,
+                                prompted_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Essay and prompt embeddings in data order. ``prompted_only``: embed only essays that have a prompt (the
+    others get zero rows): when the model reads no embedding, they serve the prompt-similarity feature alone."""
     cache = EmbeddingCache(Path(cache_dir) / "embeddings", encoder.model_id)
-    essay_emb = embed_with_cache(encoder, list(essays["essay"]), cache, progress=True)
+    if prompted_only:
+        has_prompt = essays["prompt"].str.strip().astype(bool).to_numpy()
+        essay_emb = np.zeros((len(essays), encoder.dim), dtype=np.float32)
+        if has_prompt.any():
+            essay_emb[has_prompt] = embed_with_cache(encoder, list(essays["essay"][has_prompt]), cache, progress=True)
+    else:
+        essay_emb = embed_with_cache(encoder, list(essays["essay"]), cache, progress=True)
     prompts = list(essays["prompt"])
     unique = sorted(set(prompts))
     unique_emb = embed_with_cache(encoder, unique, cache, progress=True)
@@ -60,14 +69,16 @@ def essay_and_prompt_embeddings(essays: pd.DataFrame, encoder: Encoder, cache_di
 
 
 def build_matrices(essays: pd.DataFrame, encoder: Encoder | None, cache_dir: Path,
-                   extractor: FeatureExtractor | None = None, learned: np.ndarray | None = None) -> Matrices:
+                   extractor: FeatureExtractor | None = None, learned: np.ndarray | None = None,
+                   prompted_only: bool = False) -> Matrices:
     """``learned``: (n, len(LEARNED_FEATURES)) error-detector features (out-of-fold where the detector was
-    trained on the text); None leaves them NaN. ``encoder`` None: no embeddings (zero-width)."""
+    trained on the text); None leaves them NaN. ``encoder`` None: no embeddings (zero-width). ``prompted_only``:
+    see :func:`essay_and_prompt_embeddings` (the embedding columns are then not for the model)."""
     hand = handcrafted_features(essays, cache_dir, extractor)
     if learned is not None:
         hand[:, [FEATURE_INDEX[n] for n in LEARNED_FEATURES]] = learned
     if encoder is not None:
-        essay_emb, prompt_emb = essay_and_prompt_embeddings(essays, encoder, cache_dir)
+        essay_emb, prompt_emb = essay_and_prompt_embeddings(essays, encoder, cache_dir, prompted_only)
         has_prompt = essays["prompt"].str.strip().astype(bool).to_numpy()
         prompt_emb = np.where(has_prompt[:, None], prompt_emb, np.nan)
         hand = add_embedding_features(hand.copy(), essay_emb, prompt_emb)

@@ -162,7 +162,8 @@ def licence_summary(keys) -> str:
     restricted = [SOURCES[k] for k in keys if not SOURCES[k].commercial_use]
     if restricted:
         return "non-commercial only (inherited from: " + ", ".join(s.key for s in restricted) + ")"
-    return "no non-commercial source; check each source's terms (" + ", ".join(keys) + ")"
+    return "commercial use not excluded by any source; check each source's terms (" + \
+        "; ".join(f"{k}: {SOURCES[k].licence}" for k in keys) + ")"
 
 
 def load_artifact_data(artifact_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

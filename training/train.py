@@ -25,6 +25,7 @@ from essayscore.encoder import Encoder
 from essayscore.error_detector import DETECTOR_FILE
 from essayscore.features import FEATURES
 from essayscore.settings import get_settings
+from training import model_card
 from training.data import LoadedEssays
 from training.error_detector import DetectorConfig, detector_stage
 from training.fit import FitConfig, Matrices, TreeConfig, fit_scoring_model, predict_rows
@@ -105,6 +106,7 @@ def write_artifact(directory: Path, model, loaded: LoadedEssays, splits: pd.Data
     for name, payload in files.items():
         (directory / name).write_text(json.dumps(payload, indent=2, default=str))
     splits.to_csv(directory / "splits.csv", index=False)
+    model_card.write(directory, directory / model_card.MODEL_CARD_FILE, version)
     return artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
 
 
@@ -170,7 +172,8 @@ def train(cfg: TrainConfig = TrainConfig(), register: bool = True) -> Path:
               {k: round(v, 3) for k, v in stage.metrics["writer_grouped_cv"].items()})
     detector_done = time.perf_counter()
     encoder = Encoder(cfg.encoder)
-    m = build_matrices(essays, encoder, settings.cache_dir, learned=learned)
+    m = build_matrices(essays, encoder, settings.cache_dir, learned=learned,
+                       prompted_only=cfg.pca_components == 0)
     prepared = time.perf_counter()
 
     model = fit_scoring_model(m, index["train"], index["validation"], cfg.pca_components, cfg.fit)

@@ -1,5 +1,5 @@
-"""Triton python model ``postprocess``: raw band + class probabilities -> half band, interval, CEFR and
-calibrated probabilities (``PostprocessStep``: calibrate + ScoringModel.finish). Copied to
+"""Triton python model ``postprocess``: the residual trees' output + the model input row -> half band, interval,
+CEFR and CEFR probabilities (``PostprocessStep`` = ScoringModel.finish). Copied to
 ``<repo>/postprocess/1/model.py``."""
 
 from essayscore import triton_io as io
@@ -16,5 +16,5 @@ class TritonPythonModel:
         return backend.respond_each(self.name, requests, self._one)
 
     def _one(self, request):
-        raw, probabilities = (backend.input_array(request, s) for s in io.POSTPROCESS_INPUTS)
-        return backend.tensors(io.POSTPROCESS_OUTPUTS, self.step(raw, probabilities))
+        raw, feature_vector = (backend.input_array(request, s) for s in io.POSTPROCESS_INPUTS)
+        return backend.tensors(io.POSTPROCESS_OUTPUTS, self.step(raw, feature_vector))

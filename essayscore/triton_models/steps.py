@@ -6,13 +6,13 @@ Each step only composes the runtime package's functions, in the order :class:`es
 calls them, so the Triton graph and the in-process path compute the same thing:
 
 =============  ==============================================================================================
-preprocess     ``FeatureExtractor.extract`` (handcrafted values + grammar matches) and ``Encoder.windows`` of
-               ``[essay, prompt]`` (tokenizer only; no weights)
+preprocess     ``FeatureExtractor.extract`` with the artifact's ``ErrorDetector`` (handcrafted values + grammar
+               matches) and ``Encoder.windows`` of ``[essay, prompt]`` (tokenizer only; no weights)
 encoder        ``OnnxEncoder.run_windows`` (cpu profile; the gpu profile runs the ONNX file on the onnxruntime
                backend instead)
 assemble       ``pool_windows`` -> ``add_embedding_features`` -> ``Preprocessor.transform``
-trees          ``CompiledTrees.predict`` (cpu profile; FIL in the gpu profile)
-postprocess    ``calibrate`` + ``ScoringModel.finish``
+trees          ``CompiledTrees.predict`` of the residual trees (cpu profile; FIL in the gpu profile)
+postprocess    ``ScoringModel.finish`` of the trees' output and the model input row
 =============  ==============================================================================================
 """
 
@@ -39,11 +39,14 @@ class PreprocessStep:
     """ESSAY, PROMPT -> FEATURES, INPUT_IDS, ATTENTION_MASK, WINDOW_OWNER, WINDOW_TOKENS, GRAMMAR_MATCHES.
 
     ``encoder_dir``: an export folder of ``training.export_onnx`` (tokenizer files, backbone ``config.json`` and
-    ``onnx_encoder.json``; the .onnx files are not needed here).
+    ``onnx_encoder.json``; the .onnx files are not needed here). ``detector_path``: the artifact's
+    ``error_detector.npz``, None for a model trained without one; as in ``EssayScorer``, a caller's ``extractor``
+    gets it too (without it the ``learned_errors`` columns are NaN and the scores are not the model's).
     """
 
-    def __init__(self, encoder_dir: Path, extractor=None):
+    def __init__(self, encoder_dir: Path, detector_path: Path | None = None, extractor=None):
         from essayscore.encoder import Encoder
+        from essayscore.error_detector import ErrorDetector
         from essayscore.features import FeatureExtractor
         from essayscore.onnx_encoder import META_FILE
 
@@ -52,7 +55,10 @@ class PreprocessStep:
         # A tokenizer-only Encoder: the one implementation of tokenisation + windowing (weights never loaded).
         self.windower = Encoder(str(encoder_dir), window=int(meta["window"]), stride=int(meta["stride"]))
         self.model_id = meta["model_id"]
-        self.extractor = extractor or FeatureExtractor()
+        detector = ErrorDetector.load(Path(detector_path)) if detector_path is not None else None
+        self.extractor = extractor or FeatureExtractor(error_detector=detector)
+        if detector is not None:
+            self.extractor.error_detector = detector
 
     def warmup(self) -> None:
         """Load the lazy parts (spaCy pipes, spell checker, prompt cache code) before the first request."""
@@ -124,7 +130,8 @@ class AssembleStep:
 
 # ------------------------------------------------------------------------------------------------------------
 class TreesStep:
-    """input__0 (batch, n_model_features) -> output__0: (batch, 1) band or (batch, 6) probabilities.
+    """input__0 (batch, n_model_features) -> output__0 (batch, 1): the residual trees' output (the tree margin of
+    ``ScoringModel.finish``).
 
     The tl2cgen library from ``compile_xgboost``; outputs equal XGBoost's ``inplace_predict`` (what FIL serves
     in the gpu profile)."""
@@ -141,16 +148,15 @@ class TreesStep:
 
 # ------------------------------------------------------------------------------------------------------------
 class _NoTrees:
-    """Postprocess never predicts: it only needs the fitted cut points, temperature and conformal quantile."""
+    """Postprocess never runs the trees (band_regressor did): it needs the linear part, length terms, band scale
+    and conformal quantiles."""
 
     def predict_band(self, x):  # pragma: no cover - never called
         raise RuntimeError("postprocess does not run trees")
 
-    predict_proba = predict_band
-
 
 class PostprocessStep:
-    """RAW_BAND (1, 1), RAW_PROBABILITIES (1, 6) -> IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR,
+    """RAW_BAND (1, 1), FEATURE_VECTOR (1, n_model_features) -> IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR,
     CEFR_PROBABILITIES, MODEL_VERSION."""
 
     def __init__(self, artifact_dir: Path, version: str):
@@ -159,19 +165,15 @@ class PostprocessStep:
         self.model = ScoringModel.load(Path(artifact_dir), trees=_NoTrees())
         self.version = version
 
-    def __call__(self, raw_band: np.ndarray, raw_probabilities: np.ndarray) -> dict[str, np.ndarray]:
-        from essayscore.bands import band_to_cefr
-        from essayscore.scorer import calibrate
-
-        raw = np.asarray(raw_band, dtype=np.float64).reshape(-1)
-        probabilities = calibrate(np.asarray(raw_probabilities, dtype=np.float64).reshape(len(raw), -1),
-                                  self.model.temperature)
-        pred = self.model.finish(raw, probabilities)
+    def __call__(self, raw_band: np.ndarray, feature_vector: np.ndarray) -> dict[str, np.ndarray]:
+        margin = np.asarray(raw_band, dtype=np.float64).reshape(-1)  # the residual trees' output
+        x = np.asarray(feature_vector, dtype=np.float32).reshape(len(margin), -1)
+        pred = self.model.finish(margin, x)
         return {
             io.IELTS_RAW.name: pred.raw.astype(np.float32).reshape(1),
             io.IELTS_BAND.name: pred.band.astype(np.float32).reshape(1),
             io.BAND_INTERVAL.name: np.array([pred.band_low[0], pred.band_high[0]], dtype=np.float32),
-            io.CEFR.name: io.bytes_tensor([band_to_cefr(float(pred.band[0]))]),
+            io.CEFR.name: io.bytes_tensor([pred.cefr[0]]),  # the model's level, as Predictions.row reports it
             io.CEFR_PROBABILITIES.name: pred.probabilities[0].astype(np.float32),
             io.MODEL_VERSION.name: io.bytes_tensor([self.version]),
         }

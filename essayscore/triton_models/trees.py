@@ -1,6 +1,6 @@
-"""Triton python model ``band_regressor`` / ``cefr_classifier`` (cpu profile): a tl2cgen-compiled XGBoost
-forest (``TreesStep`` = ``CompiledTrees.predict``), with the FIL backend's tensor names and dynamic batching, so
-the gpu profile swaps in FIL without touching the ensemble. Copied to ``<repo>/<model>/1/model.py``."""
+"""Triton python model ``band_regressor`` (cpu profile): the residual trees as a tl2cgen-compiled XGBoost forest
+(``TreesStep`` = ``CompiledTrees.predict``), with the FIL backend's tensor names and dynamic batching, so the gpu
+profile swaps in FIL without touching the ensemble. Copied to ``<repo>/band_regressor/1/model.py``."""
 
 import json
 
