@@ -43,20 +43,25 @@ class Explainer:
         values = np.nan_to_num(x.astype(np.float64), nan=0.0) * linear.weights[None, :]
         base = np.full(len(x), linear.intercept)
         if self.booster is not None:
-            import xgboost as xgb
-
-            tree = self.booster.predict(xgb.DMatrix(x), pred_contribs=True)
-            values += tree[:, :-1]
-            base += tree[:, -1]
+            tree, tree_base = self.tree_contributions(x)
+            values += tree
+            base += tree_base
         words = self.model.words(x)
         values[:, self.word_index] += linear.length_weight * length_term(words)
         adjustment = self.model.under_length_weight * under_length(words)
         values[:, self.word_index] += adjustment
         return values, base, adjustment
 
+    def tree_contributions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TreeSHAP of the residual trees alone: (n, M) values and (n,) base values."""
+        import xgboost as xgb
+
+        values = self.booster.predict(xgb.DMatrix(np.atleast_2d(x).astype(np.float32)), pred_contribs=True)
+        return values[:, :-1], values[:, -1]
+
     def length_adjustment(self, x: np.ndarray) -> np.ndarray:
         """The Task 2 under-length adjustment of each row (band points, <= 0)."""
-        return self.model.under_length_weight * under_length(self.model.words(np.atleast_2d(x)))
+        return self.model.under_length_weight * under_length(self.model.words(np.atleast_2d(x))) + 0.0
 
     def explain(self, x: np.ndarray, handcrafted: np.ndarray, top_k: int = 8) -> list[dict]:
         contributions, base, adjustment = self.contributions(x)

@@ -259,7 +259,7 @@ class ScoringModel:
         the embedded path, the batch CLI and the Triton postprocess step agree)."""
         x = np.atleast_2d(x)
         eta = self.proficiency(x, tree_margin)
-        adjustment = self.under_length_weight * under_length(self.words(x))
+        adjustment = self.under_length_weight * under_length(self.words(x)) + 0.0  # + 0.0: never -0.0
         raw = np.clip(eta + adjustment, 0.0, MAX_BAND)
         band = bands_from_raw(raw)
         q = np.asarray(self.conformal_quantiles)[np.searchsorted(self.conformal_edges, band, side="right")]

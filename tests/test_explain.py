@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from essayscore.explain import SEMANTIC_GROUP, Explainer
+from essayscore.scorer import length_term
 from essayscore.features import GROUPS
 from essayscore.pipeline import EssayScorer
 
@@ -31,7 +32,16 @@ def test_native_contributions_equal_shap_tree_explainer(trained_artifact, scored
     shap = pytest.importorskip("shap")
     explainer = Explainer(trained_artifact)
     x = np.stack([s.x for s in scored])
-    native, base = explainer.contributions(x)
+    native, base = explainer.tree_contributions(x)
     reference = shap.TreeExplainer(explainer.booster)
     np.testing.assert_allclose(native, reference.shap_values(x), atol=1e-4)
     np.testing.assert_allclose(base, np.full(len(x), reference.expected_value), atol=1e-4)
+    # the linear part's exact SHAP values (z-scored features: the training mean is 0), and the length terms
+    total, total_base, adjustment = explainer.contributions(x)
+    model = explainer.model
+    linear = np.nan_to_num(x.astype(np.float64)) * model.linear.weights
+    length = model.linear.length_weight * length_term(model.words(x)) + adjustment
+    w = explainer.word_index
+    np.testing.assert_allclose(np.delete(total - native - linear, w, axis=1), 0, atol=1e-6)
+    np.testing.assert_allclose((total - native - linear)[:, w], length, atol=1e-6)
+    np.testing.assert_allclose(total_base, base + model.linear.intercept, atol=1e-6)

@@ -132,6 +132,9 @@ def test_score_response(client, real, bento) -> None:
     assert d["cefr"] in d["cefr_probabilities"]
     assert d["explanation"] is None and d["issues"] is None
     assert isinstance(d["warnings"], list)
+    n_words = len(essay.split())
+    assert d["length_adjustment"] <= 0 and (n_words < 240 or n_words >= 260)  # a real essay clearly on one side
+    assert (d["length_adjustment"] == 0) == (n_words >= 260)
     assert {"validation_ms", "features_ms", "tokenise_ms", "encoder_ms", "trees_ms", "total_ms"} <= set(d["timings"])
     # no essay_id: a stable one derived from the text
     again = client.post("/score", json={"essay": essay, "prompt": prompt}).json()
@@ -239,6 +242,10 @@ def test_metadata(client, bento) -> None:
         assert {"train", "validation", "test"} <= set(d["metrics"])
         assert d["feature_registry"] and {"name", "group", "description"} <= set(d["feature_registry"][0])
         assert d["encoder"]["name"] and d["limits"]["max_batch_size"] == 32 and d["interval_level"] == 0.9
+        # every training source and the licence the model inherits, without host paths
+        assert [s["key"] for s in d["training_sources"]] == ["ielts", "wi"]
+        assert d["training_sources"][1]["commercial_use"] is False and "non-commercial" in d["licence"]
+        assert "/tmp/" not in r.text and "/work/" not in r.text
 
 
 def test_openapi_published(client) -> None:

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from essayscore import artifacts
+from pathlib import Path
+
 from essayscore.bands import CEFR_LEVELS
+from essayscore.features import FEATURES
 from essayscore.pipeline import EssayScorer
 
 CLI = [sys.executable, "-m", "essayscore.cli"]
@@ -18,17 +21,21 @@ CLI = [sys.executable, "-m", "essayscore.cli"]
 
 def test_training_writes_a_complete_verified_registered_artifact(trained_artifact):
     manifest = artifacts.verify(trained_artifact)
-    for name in ("regressor.json", "classifier.json", "preprocessor.npz", "scoring.json", "feature_registry.json",
-                 "feature_stats.json", "config.json", "metrics.json", "splits.csv", "data_report.json"):
+    for name in ("regressor.json", "preprocessor.npz", "scoring.json", "feature_registry.json", "error_detector.npz",
+                 "feature_stats.json", "config.json", "metrics.json", "splits.csv", "data_report.json",
+                 "sources.json", "MODEL_CARD.md"):
         assert name in manifest["files"], name
     metrics = json.loads((trained_artifact / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"train", "validation", "test"}
     for split in metrics["splits"].values():
-        assert 0 <= split["rmse"] < 3 and -1 <= split["qwk"] <= 1 and 0 <= split["cefr_ece"] <= 1
-    # a real model learns something even from ~260 essays: it beats predicting the mean on held-out essays
-    assert metrics["splits"]["test"]["qwk"] > 0.2
+        assert 0 <= split["ielts_rmse"] < 3 and -1 <= split["ielts_qwk"] <= 1 and 0 <= split["ielts_cefr_ece"] <= 1
+        assert -1 <= split["wi_spearman"] <= 1 and -1 <= split["wi_cefr_qwk"] <= 1
+    # a real model learns something even from ~260 + ~360 texts: it ranks held-out texts of both sources
+    assert metrics["splits"]["test"]["ielts_qwk"] > 0.2 and metrics["splits"]["test"]["wi_spearman"] > 0.3
     scoring = json.loads((trained_artifact / "scoring.json").read_text())
-    assert np.all(np.diff(scoring["cuts"]) > 0) and scoring["temperature"] > 0
+    wi_cuts = scoring["source_cuts"]["wi"]
+    assert len(wi_cuts) == 11 and np.all(np.diff(wi_cuts) > 0) and 0 < scoring["scale"] <= 0.9
+    assert 0 < scoring["length_weight"] <= 0.75 and -2 <= scoring["under_length_weight"] <= 0
     stored = artifacts.resolve(f"essayscore:{manifest['version']}")
     assert artifacts.verify(stored)["files"] == manifest["files"]
 
@@ -56,6 +63,84 @@ def test_artifact_ships_a_validated_int8_encoder_that_the_embedded_runtime_serve
     # an essay's score does not depend on its batch-mates, int8 or not
     together = [s.result["ielts_raw"] for s in runtime.score(items).scored]
     assert together == pytest.approx([onnx_raw, runtime.score(items[1:]).scored[0].result["ielts_raw"]], abs=1e-6)
+
+
+def test_metadata_and_model_card_name_every_source_and_the_inherited_licence(trained_artifact):
+    manifest = artifacts.verify(trained_artifact)
+    assert manifest["sources"] == ["ielts", "wi"] and "non-commercial" in manifest["licence"]
+    sources = json.loads((trained_artifact / "sources.json").read_text())
+    assert [s["key"] for s in sources["sources"]] == ["ielts", "wi"]
+    assert [s["texts"] for s in sources["sources"]] == [326, 363]  # the two small samples
+    card = (trained_artifact / "MODEL_CARD.md").read_text()
+    assert "Write & Improve" in card and "IELTS Writing Task 2" in card
+    assert "non-commercial only (inherited from: wi)" in card and manifest["version"] in card
+    done = subprocess.run([*CLI, "model-card", "--model", str(trained_artifact), "--out", "/dev/stdout"],
+                          capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0 and "non-commercial research and educational use only" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def ielts_only_artifact(small_training_csv) -> Path:
+    """The commercial-safe variant: IELTS alone, so no W&I text, label or gold edit (no detector)."""
+    from training.fit import FitConfig, TreeConfig
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(sources=("ielts",), data_path=str(small_training_csv), serving_encoder_variant=None,
+                      fit=FitConfig(trees=TreeConfig(max_rounds=60, early_stopping_rounds=15)))
+    return train(cfg, register=False)
+
+
+def test_training_without_the_non_commercial_source(ielts_only_artifact):
+    manifest = artifacts.verify(ielts_only_artifact)
+    assert manifest["sources"] == ["ielts"] and "non-commercial" not in manifest["licence"]
+    assert "error_detector.npz" not in manifest["files"]  # the detector learns from W&I's corrections
+    sources = json.loads((ielts_only_artifact / "sources.json").read_text())
+    assert [s["key"] for s in sources["sources"]] == ["ielts"]
+    card = (ielts_only_artifact / "MODEL_CARD.md").read_text()
+    assert "Write & Improve" not in card and "non-commercial" not in card
+    splits = json.loads((ielts_only_artifact / "metrics.json").read_text())["splits"]
+    assert "wi_n" not in splits["test"] and splits["test"]["ielts_qwk"] > 0.2
+    scored = EssayScorer(ielts_only_artifact).score(["Museums should be free for everyone to visit. " * 20])
+    assert 3.5 <= scored[0].result["ielts_band"] <= 9
+    assert np.isnan(scored[0].handcrafted[[i for i, f in enumerate(FEATURES) if f.group == "learned_errors"]]).all()
+
+
+WELL_WRITTEN = (
+    "Whether governments should fund the arts at the expense of other public services is a question that divides "
+    "opinion sharply. In my view, although hospitals and schools must come first, a modest and carefully "
+    "targeted arts budget is not a luxury but a sound investment in the life of a community.\n\n"
+    "Those who oppose public funding argue, reasonably enough, that money is scarce. When waiting lists for "
+    "operations grow longer and classrooms are overcrowded, subsidising theatres and galleries can look "
+    "self-indulgent. Moreover, popular art forms such as film and music already thrive commercially, which "
+    "suggests that audiences will pay for the culture they value without any help from the state.\n\n"
+    "Nevertheless, this argument overlooks what the market fails to provide. Local museums, community orchestras "
+    "and public libraries rarely make a profit, yet they offer children from poorer families experiences that "
+    "would otherwise be out of reach. A teenager who discovers painting in a free workshop may gain confidence "
+    "that changes the course of her education. Furthermore, cultural institutions attract tourists, support "
+    "small businesses nearby and give neighbourhoods a sense of identity, so their benefits are economic as well "
+    "as personal.\n\n"
+    "It is also worth noting that arts spending is usually a tiny fraction of national budgets. Cutting it "
+    "entirely would barely shorten a hospital queue, whereas the damage to cultural life could take decades to "
+    "repair. A sensible compromise is to protect essential services first while ring-fencing a small, "
+    "transparent fund for projects that serve the widest possible public.\n\n"
+    "In conclusion, I believe that governments are right to prioritise health and education, but they should "
+    "not abandon the arts. Properly managed, public support for culture enriches society far more than its "
+    "modest cost would suggest.")
+
+
+def test_a_short_but_well_written_text_keeps_its_level(trained_artifact):
+    """The crafted pair: a well-written essay and its first half. The level may drop by at most one CEFR step;
+    the band carries the IELTS under-length rule on top, visibly."""
+    scorer = EssayScorer(trained_artifact)
+    words = WELL_WRITTEN.split()
+    half = " ".join(words[: len(words) // 2])
+    prompt = "Some people think governments should spend money on the arts. To what extent do you agree?"
+    full, short = (s.result for s in scorer.score([WELL_WRITTEN, half], [prompt, prompt]))
+    assert len(words) >= 280 and full["length_adjustment"] == 0.0
+    assert CEFR_LEVELS.index(full["cefr"]) - CEFR_LEVELS.index(short["cefr"]) <= 1
+    assert full["cefr"] in ("B2", "C1", "C2")  # a well-written essay is not scored as a beginner's
+    assert short["length_adjustment"] < 0  # about 170 words: under the 250 IELTS Task 2 asks for
+    assert short["ielts_band"] <= full["ielts_band"]
 
 
 def test_scorer_outputs_are_consistent(trained_artifact):

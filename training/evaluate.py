@@ -73,7 +73,7 @@ def variants(m: Matrices, base: FitConfig, pca: int | None) -> dict[str, list[Va
                     replace(linear_only, block_length_proxies=False), features=_indices(names, ["word_count"])),
             Variant(f"baseline: {len(SMALL_FEATURE_SET)} simple features", base,
                     features=_indices(names, SMALL_FEATURE_SET)),
-            Variant("previous design: IELTS only, all features, length proxies allowed, no detector",
+            Variant("IELTS only, length proxies allowed, no detector (closest to the previous model)",
                     replace(base, block_length_proxies=False, harmonisation="anchored"), sources=("ielts",),
                     matrices=_without_detector),
         ],
@@ -82,8 +82,8 @@ def variants(m: Matrices, base: FitConfig, pca: int | None) -> dict[str, list[Va
             Variant("free: all W&I cut points learned", replace(base, harmonisation="free"), pca=pca),
             Variant("naive pooling: each W&I sub-level read as a fixed band", replace(base, harmonisation="naive"),
                     pca=pca),
-            Variant("naive pooling, sources unweighted", replace(base, harmonisation="naive", source_balance=False),
-                    pca=pca),
+            Variant("anchored, sources unweighted (W&I's 2,384 texts outweigh IELTS's 1,628)",
+                    replace(base, source_balance=False), pca=pca),
             Variant("IELTS only (with detector features)", base, sources=("ielts",), pca=pca),
             Variant("IELTS only, no detector (what --sources ielts ships)", base, sources=("ielts",), pca=pca,
                     matrices=_without_detector),
@@ -178,7 +178,11 @@ def length_analysis(m: Matrices, oof) -> dict:
                 row[str(level)] = (float(pr[sel].mean()), int(sel.sum())) if sel.sum() >= 5 else None
             row["spearman_within_bin"] = spearman(pr[bins == b], lab[bins == b]) if (bins == b).sum() > 10 else None
             table.append(row)
-        out[source] = {"by_length_bin": table, "spearman": spearman(pr, lab), "words_spearman": spearman(w, lab),
+        by_level = [{"level": str(level), "n": int((lab == level).sum()), "mean": float(pr[lab == level].mean()),
+                     "p10": float(np.quantile(pr[lab == level], 0.1)), "p90": float(np.quantile(pr[lab == level], 0.9)),
+                     "median_words": float(np.median(w[lab == level]))} for level in np.unique(lab)]
+        out[source] = {"by_length_bin": table, "by_level": by_level, "spearman": spearman(pr, lab),
+                       "words_spearman": spearman(w, lab),
                        "partial_spearman_given_words": partial_spearman(pr, lab, w),
                        "levels": [str(x) for x in np.unique(lab)]}
     return out
@@ -220,14 +224,35 @@ def halving_check(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame
                 s: float(band_drop[test["source"].to_numpy() == s].mean()) for s in test["source"].unique()}}
 
 
-def boosting_benchmark(m: Matrices, base: FitConfig, splits: pd.DataFrame, out_dir: Path) -> list[dict]:
+def halving_sensitivity(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame, n: int = 300) -> list[dict]:
+    """How far each signal moves, in training standard deviations, when a training text of at least 200 words is
+    cut to its first half: the measurement behind ``training.fit.LENGTH_PROXIES``."""
+    from essayscore.features import FeatureExtractor
+    from essayscore.pipeline import load_error_detector
+    from training.fit import LENGTH_PROXIES
+
+    rows = essays[(splits["split"].to_numpy() == "train") & (essays["n_words"].to_numpy() >= 200)]
+    rows = rows.sample(min(n, len(rows)), random_state=0)
+    extractor = FeatureExtractor(error_detector=load_error_detector(artifact_dir))
+    full, _ = extractor.extract_many(list(rows["essay"]), list(rows["prompt"]))
+    halves = [" ".join(t.split()[: len(t.split()) // 2]) for t in rows["essay"]]
+    half, _ = extractor.extract_many(halves, list(rows["prompt"]))
+    sd = np.nanstd(full, axis=0)
+    with np.errstate(invalid="ignore"):
+        shift = np.nanmean(half - full, axis=0) / np.where(sd > 0, sd, np.nan)
+    out = [{"feature": f.name, "shift_sd": float(v), "blocked": f.name in LENGTH_PROXIES}
+           for f, v in zip(FEATURES, shift) if np.isfinite(v)]
+    return sorted(out, key=lambda r: -abs(r["shift_sd"]))
+
+
+def boosting_benchmark(m: Matrices, base: FitConfig, splits: pd.DataFrame) -> list[dict]:
     """XGBoost vs LightGBM residual trees on the artifact's own train/validation/test split: tree count, Treelite
     compile time, and per-essay latency of the native library and of the compiled library, side by side."""
     import tempfile
 
     import treelite
 
-    from essayscore.compiled_trees import CompiledTrees, compile_xgboost
+    from essayscore.compiled_trees import compile_xgboost
 
     split = splits["split"].to_numpy()
     train, val, test = (np.flatnonzero(split == s) for s in ("train", "validation", "test"))
@@ -343,7 +368,8 @@ def evaluate(reference: str, out_dir: Path, folds: int = 5, ablations: bool = Tr
         transfer=transfer(m, fit_cfg, pca, splits),
         length=length_analysis(m, shipped_oof),
         halving=halving_check(directory, essays, splits),
-        boosting=boosting_benchmark(m, fit_cfg, splits, Path(out_dir)) if ablations else [],
+        sensitivity=halving_sensitivity(directory, essays, splits),
+        boosting=boosting_benchmark(m, fit_cfg, splits) if ablations else [],
         coherence=coherence_check(ScoringModel.load(directory)),
         detector=detector_metrics, seconds=time.perf_counter() - started)
     print(f"report: {report}")

@@ -30,12 +30,17 @@ from essayscore.features.registry import FEATURES
 from essayscore.scorer import (HALF_BANDS, IELTS_CUTS, LinearPart, Preprocessor, ScoringModel, XGBoostTrees,
                                bands_from_raw, length_term, under_length)
 
-# Counts that grow with the text: they would make length the hidden backbone of the score, so the model sees
-# length only through its one explicit, bounded term (and the IELTS under-length rule).
+# Signals that move with the length of the text rather than with how well it is written: they would make length
+# the hidden backbone of the score, so the model sees length only through its one explicit, bounded term (and the
+# IELTS under-length rule). Counts that grow with the text, and every signal that moves by more than half a
+# training standard deviation when a text is cut in half (the "halving sensitivity" table of docs/evaluation.md,
+# measured on training texts): the closing connective and conclusion marker, sentence-opening variety and prompt
+# keyword coverage.
 LENGTH_PROXIES = frozenset({
     "word_count", "unique_word_count", "sentence_count", "below_min_length", "awl_family_count",
     "connective_variety", "verb_form_variety", "distinct_error_types", "ttr", "root_ttr", "log_ttr",
     "content_lemma_root_ttr", "hapax_share", "paragraph_count",
+    "conclusion_marker", "connectives_conclusion_per_100w", "sentence_opening_variety", "prompt_keyword_coverage",
 })
 # The IELTS under-length rule takes at most this many bands off an empty answer (half of it at 125 words): the
 # data alone would take ~4, which would make a short but well-written text's level collapse.
@@ -288,8 +293,8 @@ def _fit_trees(x_tr, base_tr, src_tr, ord_tr, x_va, base_va, src_va, ord_va, hea
     if cfg.monotone:
         params["monotone_constraints"] = "(" + ",".join(str(monotone_direction(n)) for n in names) + ")"
     if cfg.library == "lightgbm":
-        return _fit_lightgbm(tree_x_tr, base_tr, tree_x_va, base_va, grad_hess, nll, src_tr, ord_tr, src_va, ord_va,
-                             names, cfg, weights_tr)
+        return _fit_lightgbm(tree_x_tr, base_tr, tree_x_va, base_va, grad_hess, heads, src_tr, ord_tr, src_va,
+                             ord_va, names, cfg, weights_tr)
     booster = xgb.train(params, dtrain, num_boost_round=cfg.max_rounds, obj=objective, custom_metric=nll,
                         evals=[(dval, "validation")], early_stopping_rounds=cfg.early_stopping_rounds,
                         verbose_eval=False)
@@ -309,7 +314,7 @@ class LightGBMTrees:
         return int(self.regressor.num_trees())
 
 
-def _fit_lightgbm(x_tr, base_tr, x_va, base_va, grad_hess, nll, src_tr, ord_tr, src_va, ord_va, names,
+def _fit_lightgbm(x_tr, base_tr, x_va, base_va, grad_hess, heads, src_tr, ord_tr, src_va, ord_va, names,
                   cfg: TreeConfig, weights_tr):
     import lightgbm as lgb
 
@@ -318,12 +323,10 @@ def _fit_lightgbm(x_tr, base_tr, x_va, base_va, grad_hess, nll, src_tr, ord_tr, 
         return g * weights_tr, h * weights_tr
 
     def metric(preds, data):
-        total = 0.0
-        heads = {s for s in src_va}
-        for s_key in heads:
-            mask = src_va == s_key
-            total += float(ordinal_nll(preds[mask] + base_va[mask], ord_va[mask], _HEADS[s_key]).mean())
-        return "ordinal_nll", total / max(1, len(heads)), False
+        present = sorted(set(src_va))
+        total = sum(float(ordinal_nll(preds[src_va == s] + base_va[src_va == s], ord_va[src_va == s], heads[s]).mean())
+                    for s in present)
+        return "ordinal_nll", total / max(1, len(present)), False
 
     params = {"objective": objective, "learning_rate": cfg.learning_rate, "num_leaves": 2 ** cfg.max_depth,
               "max_depth": cfg.max_depth, "bagging_fraction": cfg.subsample, "bagging_freq": 1,
@@ -338,9 +341,6 @@ def _fit_lightgbm(x_tr, base_tr, x_va, base_va, grad_hess, nll, src_tr, ord_tr, 
                         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
     booster.best_iteration = booster.best_iteration or booster.current_iteration()
     return LightGBMTrees(booster.__class__(model_str=booster.model_to_string(num_iteration=booster.best_iteration)))
-
-
-_HEADS: dict = {}  # the heads of the fit in progress, for LightGBM's metric callback
 
 
 def _calibrate_scale(raw: np.ndarray, y: np.ndarray) -> float:
@@ -418,8 +418,6 @@ def fit_scoring_model(m: Matrices, train: np.ndarray, val: np.ndarray, pca_compo
             weights_tr[mask] = len(train) / (len(sources) * mask.sum())
     # validation rows of a source the training rows lack carry no head: early stopping ignores them
     keep_va = np.isin(m.source[val], sources)
-    _HEADS.clear()
-    _HEADS.update(heads)
     booster = _fit_trees(x_tr, base(x_tr, train), m.source[train], m.ordinal[train],
                          x_va[keep_va], base(x_va, val)[keep_va], m.source[val][keep_va], m.ordinal[val][keep_va],
                          heads, model_names, cfg.trees, weights_tr, proxies)

@@ -88,13 +88,14 @@ def render(artifact_dir: Path, version: str | None = None) -> str:
         "",
         "## Limits: where not to trust it",
         "",
-        "- It is trained on IELTS Task 2 essays and Write & Improve learner texts only. Other genres, other tasks "
-        "and other scales (school grades, other exams) are outside what it has seen; the ranking transfers better "
-        "than the absolute level.",
+        "- It is trained on " + " and ".join(s["name"].split(" (")[0] + " texts" for s in sources["sources"])
+        + " only. Other genres, other tasks and other scales (school grades, other exams) are outside what it has "
+        "seen; the ranking transfers better than the absolute level.",
         "- Errors are about a band (RMSE above 1 on IELTS): use the band interval, not the point, for decisions "
         "about a single person. It is not fit for high-stakes decisions.",
-        "- The learned error detector and the grammar checker see surface errors; argument quality, task "
-        "achievement and coherence are only approximated by the signals in the explanation.",
+        "- " + ("The learned error detector and the grammar checker see" if metrics.get("error_detector")
+                else "The grammar checker sees") + " surface errors; argument quality, task achievement and "
+        "coherence are only approximated by the signals in the explanation.",
         "- Texts under 60 words, non-English texts and texts pasted from elsewhere get warnings; their scores mean "
         "little.",
         f"- Encoder: `{config['encoder']['name']}`; embeddings are "

@@ -142,8 +142,28 @@ def _length_table(length: dict, source: str) -> str:
     return _table(rows, columns, headers)
 
 
+def harmonisation_summary(cv: pd.DataFrame) -> str:
+    """The harmonisation decision in words, from the measured means."""
+    def mean(prefix: str, column: str) -> float:
+        rows = cv[(cv["section"] == "harmonisation") & cv["variant"].str.startswith(prefix)]
+        return float(rows[column].mean())
+
+    a, f, n = "anchored:", "free", "naive"
+    return (
+        f"Anchored cut points (shipped): IELTS QWK {mean(a, 'ielts_qwk'):.3f}, W&I Spearman "
+        f"{mean(a, 'wi_spearman'):.3f}, and the level the API reports agrees with W&I's human level at QWK "
+        f"{mean(a, 'wi_api_cefr_qwk'):.3f}. Free cut points rank about the same (IELTS {mean(f, 'ielts_qwk'):.3f}, "
+        f"W&I {mean(f, 'wi_spearman'):.3f}) but put W&I's levels where the band table does not, so the API's level "
+        f"agrees less ({mean(f, 'wi_api_cefr_qwk'):.3f}). Naive pooling (IELTS {mean(n, 'ielts_qwk'):.3f}, W&I "
+        f"{mean(n, 'wi_spearman'):.3f}) fixes every sub-level at one band and has no W&I head of its own. Training "
+        f"on IELTS alone keeps IELTS ({mean('IELTS only (with', 'ielts_qwk'):.3f}) and loses the W&I ranking "
+        f"({mean('IELTS only (with', 'wi_spearman'):.3f}). Differences under about 0.03 QWK are within one fold "
+        "standard deviation.")
+
+
 def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFrame, essays: pd.DataFrame, m,
-                 folds: int, shipped_oof, transfer: list[dict], length: dict, halving: dict, boosting: list[dict],
+                 folds: int, shipped_oof, transfer: list[dict], length: dict, halving: dict, sensitivity: list[dict],
+                 boosting: list[dict],
                  coherence: dict, detector: dict | None, seconds: float) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_levels(m, shipped_oof, out_dir / "evaluation_levels.png")
@@ -208,7 +228,9 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
         + ", ".join(f"{c:.2f}" for c in h["source_cuts"].get("wi", [])) + ".",
         "",
         "Band, level and probabilities come from this one distribution: the band is its median (rounding, since "
-        "the cut points sit halfway), the level is the table of the band, and the probabilities are the "
+        "the cut points sit halfway) plus the Task 2 length rule, the level is the table applied to the "
+        "proficiency before that rule (so a short, well-written text keeps its level while its IELTS band pays "
+        "for the missing words, visibly, in `length_adjustment`), and the probabilities are the proficiency's "
         f"distribution summed by the table. On a grid of {coherence['grid_points']} latent values the reported "
         f"level is the median of its probabilities in {coherence['reported_is_median_share']:.1%} of points and "
         f"the two most likely levels are neighbours in {coherence['top_two_adjacent_share']:.1%}.",
@@ -243,12 +265,17 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
                                                 "wi_api_cefr_qwk"]),
                ["variant", "ielts_qwk", "ielts_rmse", "wi_spearman", "wi_cefr_qwk", "wi_api_cefr_qwk"], SHORT),
         "",
-        "Anchoring keeps the IELTS figures of free cut points and the W&I ranking, and it is the only choice "
-        "under which the level the API reports (the band table) agrees with W&I's human levels: with free cut "
-        "points W&I's C2 lands near band 6.5 and the table calls it B2. Naive pooling reads W&I's levels as bands "
-        "and costs IELTS accuracy and calibration.",
+        harmonisation_summary(cv),
         "",
         "## Length",
+        "",
+        "Predicted proficiency (band units, cross-validated) by human level, over all lengths: mean and the "
+        "10th-90th percentile range.",
+        "",
+        _table([{**r, "level": CEFR_LEVELS[int(r["level"])], "range": f"{r['p10']:.2f}-{r['p90']:.2f}"}
+                for r in length["wi"]["by_level"]], ["level", "n", "median_words", "mean", "range"],
+               {"level": "W&I level", "median_words": "median words", "mean": "mean proficiency",
+                "range": "p10-p90"}),
         "",
         "Mean predicted proficiency (band units, cross-validated; row count in brackets) by human level within "
         "word-count bins. A score that only reflected length would be flat across a row.",
@@ -270,6 +297,13 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
         + ", ".join(f"{k} {v:.2f}" for k, v in halving["by_source"].items())
         + f", the IELTS under-length rule included); the reported CEFR level drops by at most one step for "
         f"{halving['share_dropping_at_most_one_level']:.1%} of them (level-drop counts: {halving['level_drop_counts']}).",
+        "",
+        "Halving sensitivity: how far each signal moves, in training standard deviations, when a training text of "
+        "at least 200 words is cut to its first half (300 texts). Signals beyond half a standard deviation are "
+        "length proxies: the model does not read them (`training.fit.LENGTH_PROXIES`).",
+        "",
+        _table([{**r, "blocked": "yes" if r["blocked"] else ""} for r in sensitivity[:20]],
+               ["feature", "shift_sd", "blocked"]),
         "",
         "## Model form and boosting library",
         "",
