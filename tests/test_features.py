@@ -41,6 +41,19 @@ def fx() -> FeatureExtractor:
     return FeatureExtractor()  # spaCy and the embedded checker load once per process (module-level caches)
 
 
+# A learned error detector with no weights and a bias that makes "correct" the likeliest class: every token gets
+# the same, known class probabilities (a trained one is tested in test_error_detector.py).
+FLAT_BIAS = np.array([4.0, -3.0, -3.0, -4.0, -4.0, -4.0], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fx_detector(fx) -> FeatureExtractor:
+    from essayscore.error_detector import CLASSES, HASH_BITS, ErrorDetector
+
+    detector = ErrorDetector(np.zeros((1 << HASH_BITS, len(CLASSES)), dtype=np.float32), FLAT_BIAS)
+    return FeatureExtractor(checker=fx.checker, error_detector=detector)
+
+
 def f(values: np.ndarray, name: str) -> float:
     return float(values[FEATURE_INDEX[name]])
 
@@ -80,15 +93,29 @@ def test_extract_shape_dtype_and_documented_nans(fx):
     assert isinstance(res, FeatureResult)
     assert res.values.dtype == np.float32 and res.values.shape == (len(FEATURES),)
     nan_names = {n for n, v in zip(feature_names(), res.values) if not np.isfinite(v)}
-    assert nan_names == {"prompt_essay_cosine"}
+    learned = {s.name for s in FEATURES if s.group == "learned_errors"}  # no error detector loaded
+    assert nan_names == {"prompt_essay_cosine"} | learned
     assert all(isinstance(m, GrammarMatch) for m in res.matches)
 
     no_prompt = fx.extract(ESSAY).values
     prompt_names = {s.name for s in FEATURES if s.group == "prompt_alignment"}
-    assert {n for n, v in zip(feature_names(), no_prompt) if np.isnan(v)} == prompt_names
+    assert {n for n, v in zip(feature_names(), no_prompt) if np.isnan(v)} == prompt_names | learned
     # everything outside the prompt group is independent of the prompt
     other = [i for i, s in enumerate(FEATURES) if s.group != "prompt_alignment"]
     np.testing.assert_array_equal(no_prompt[other], res.values[other])
+
+
+def test_the_learned_error_columns_come_from_the_loaded_detector(fx, fx_detector):
+    values = fx_detector.extract(ESSAY, PROMPT).values
+    learned = [i for i, s in enumerate(FEATURES) if s.group == "learned_errors"]
+    p = 1 / (1 + np.exp(-FLAT_BIAS))
+    p = p / p.sum()
+    # every token gets the same class probabilities: per-100-word rates are 100 x share x tokens / words
+    assert np.isfinite(values[learned]).all() and values[learned][0] > 0
+    assert values[learned][1] / values[learned][0] == pytest.approx(p[1] / (1 - p[0]), rel=1e-4)
+    assert values[learned][6] == 1.0  # no token reaches 0.5: every sentence is clean
+    other = [i for i in range(len(FEATURES)) if i not in learned]
+    np.testing.assert_array_equal(values[other], fx.extract(ESSAY, PROMPT).values[other])
 
 
 def test_extract_many_matches_extract(fx):
@@ -110,8 +137,8 @@ def test_extract_many_matches_extract(fx):
      "no punctuation here just words " * 1000],
     ids=["empty", "one-word", "all-caps", "punct-only", "emoji", "5000-words"],
 )
-def test_weird_inputs_do_not_raise_and_stay_finite(fx, text):
-    values = fx.extract(text, PROMPT).values
+def test_weird_inputs_do_not_raise_and_stay_finite(fx_detector, text):
+    values = fx_detector.extract(text, PROMPT).values
     finite = np.isfinite(values)
     assert not finite[FEATURE_INDEX["prompt_essay_cosine"]]
     finite[FEATURE_INDEX["prompt_essay_cosine"]] = True
