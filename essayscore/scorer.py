@@ -265,8 +265,9 @@ class ScoringModel:
         q = np.asarray(self.conformal_quantiles)[np.searchsorted(self.conformal_edges, band, side="right")]
         # True bands lie on the half-band grid, so rounding the conformal interval inwards onto that grid keeps
         # exactly the bands it covered (and its coverage guarantee) while making it as narrow as possible.
-        low = np.clip(np.ceil((raw - q) * 2 - 1e-9) / 2, 0.0, MAX_BAND)
-        high = np.clip(np.floor((raw + q) * 2 + 1e-9) / 2, 0.0, MAX_BAND)
+        # ... and onto the bands the model can report (3.5, "4 or below", is the lowest)
+        low = np.clip(np.ceil((raw - q) * 2 - 1e-9) / 2, HALF_BANDS[0], MAX_BAND)
+        high = np.clip(np.floor((raw + q) * 2 + 1e-9) / 2, HALF_BANDS[0], MAX_BAND)
         low, high = np.minimum(low, band), np.maximum(high, band)
         level_of = np.clip(eta, 0.0, MAX_BAND)
         return Predictions(raw, band, low, high, bands_to_cefr_index(bands_from_raw(level_of)),

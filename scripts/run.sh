@@ -10,7 +10,7 @@ if [ "${1:-}" = "--no-serve" ]; then serve=0; shift; fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ! .venv/bin/essayscore info --model latest >/dev/null 2>&1; then
-  echo "no trained model found: training the default model (MiniLM + handcrafted features + XGBoost)"
+  echo "no trained model found: training the default model (IELTS + W&I sources, learned error detector, latent ordinal model; about 10 minutes on 2 cores with a cold cache)"
   .venv/bin/essayscore train
 fi
 input=${1:-examples/essays.csv}

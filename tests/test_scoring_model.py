@@ -103,3 +103,6 @@ def test_cefr_follows_proficiency_and_the_band_carries_the_task2_rule():
     assert pred.raw[0] == pytest.approx(pred.proficiency[0] + pred.length_adjustment[0])
     assert pred.cefr_index[0] == bands_to_cefr_index(bands_from_raw(pred.proficiency))[0]
     assert pred.band[0] < bands_from_raw(pred.proficiency)[0]
+    # the interval stays on the bands the model can report, even for a very weak text
+    weak = model.predict(model.transform(np.array([[30.0, -6.0, 6.0]], dtype=np.float32), None))
+    assert weak.band[0] == 3.5 and weak.band_low[0] == 3.5 <= weak.band_high[0]
