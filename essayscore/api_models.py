@@ -95,7 +95,8 @@ class TopFeature(BaseModel):
 
 
 class Explanation(BaseModel):
-    base_value: float = Field(description="Expected model output; base_value + sum(groups) == ielts_raw.")
+    base_value: float = Field(description="The model's output for a text at every signal's training mean and 250 "
+                                          "words; base_value + sum(groups) == ielts_raw.")
     output: float
     length_adjustment: float = Field(
         0.0, description="Band points the IELTS Task 2 under-length rule (< 250 words) takes off; already part of "

@@ -3,7 +3,7 @@
 Trained on the W&I gold corrections (:mod:`training.error_detector`), shipped in the artifact
 (``error_detector.npz``) and run here with numpy alone: a linear one-vs-rest model over hashed context features
 (the word, its neighbours, bigrams, shape, suffix and everyday frequency), so it runs offline on one CPU core in
-about a millisecond per essay. Its per-type error densities are the ``learned_errors`` feature group.
+a few milliseconds per essay. Its per-type error densities are the ``learned_errors`` feature group.
 
 Token classes (what the gold edit touching a token does):
 
@@ -104,7 +104,8 @@ class ErrorDetector:
     """Linear one-vs-rest scores over hashed features; ``weights`` is (2**bits, len(CLASSES))."""
 
     def __init__(self, weights: np.ndarray, bias: np.ndarray, bits: int = HASH_BITS, metrics: dict | None = None):
-        self.weights = np.asarray(weights, dtype=np.float32)
+        # stored as float16 in the artifact: round here too, so training features equal what serving computes
+        self.weights = np.asarray(weights, dtype=np.float16).astype(np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.bits = bits
         self.metrics = metrics or {}

@@ -9,7 +9,9 @@ The band is ``intercept + linear part + residual trees + length term + Task 2 un
   signal the model reads), with the under-length adjustment also shown on its own.
 
 Contributions are summed per feature and per feature group (every embedding dimension in "semantic_content").
-(Clipping the band to 0-9 can only make ``output`` differ from ``ielts_raw`` for an impossible score.)
+The reference (``base_value``) is the training mean of every z-scored signal at 250 words. A score beyond the
+0-9 band scale is clipped, and the clipped amount is reported as its own group (``scale_limit``), so the groups
+always add up to ``ielts_raw``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from essayscore.bands import MAX_BAND, MIN_BAND
 from essayscore.scorer import SCORING_FILE, ScoringModel, length_term, under_length
 
 SEMANTIC_GROUP = "semantic_content"
+SCALE_LIMIT_GROUP = "scale_limit"  # what clipping to the 0-9 band scale removed (only for an off-scale score)
 LENGTH_GROUP = "length_structure"
 
 
@@ -73,11 +77,15 @@ class Explainer:
         grouped: dict[str, float] = {}
         for group, value in zip(self.groups, contributions):
             grouped[group] = grouped.get(group, 0.0) + float(value)
+        unclipped = float(base + contributions.sum())
+        clipped = min(max(unclipped, MIN_BAND), MAX_BAND)
+        if clipped != unclipped:  # the band scale ends at 0 and 9: the rest is cut off, visibly
+            grouped[SCALE_LIMIT_GROUP] = clipped - unclipped
         named = [i for i, g in enumerate(self.groups) if g != SEMANTIC_GROUP]
         top = sorted(named, key=lambda i: -abs(contributions[i]))[:top_k]
         return {
             "base_value": float(base),
-            "output": float(base + contributions.sum()),
+            "output": clipped,
             # the IELTS Task 2 rule (under 250 words), already inside word_count's contribution above
             "length_adjustment": float(adjustment),
             "top_features": [{

@@ -87,8 +87,7 @@ class EssayScorer:
                 f"but {self.encoder.model_id!r} is loaded")
         self.error_detector = load_error_detector(self.artifact_dir)
         self.extractor = extractor or FeatureExtractor(error_detector=self.error_detector)
-        if self.error_detector is not None:
-            self.extractor.error_detector = self.error_detector  # a caller's extractor gets this artifact's detector
+        self.extractor.error_detector = self.error_detector  # a caller's extractor gets this artifact's (or none)
         self.model = ScoringModel.load(self.artifact_dir, trees)
         self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
 

@@ -45,3 +45,18 @@ def test_native_contributions_equal_shap_tree_explainer(trained_artifact, scored
     np.testing.assert_allclose(np.delete(total - native - linear, w, axis=1), 0, atol=1e-6)
     np.testing.assert_allclose((total - native - linear)[:, w], length, atol=1e-6)
     np.testing.assert_allclose(total_base, base + model.linear.intercept, atol=1e-6)
+
+
+def test_an_off_scale_score_stays_additive_with_the_clipped_amount_shown(trained_artifact):
+    """A very weak, very short text can fall below band 0 before clipping: the explanation reports what the
+    0-9 scale cut off, so its groups still add up to ielts_raw."""
+    scorer = EssayScorer(trained_artifact)
+    explainer = Explainer(trained_artifact)
+    texts = ["i like sport. sport is good. i play football every day with my friend. football is fun",
+             "me go school. me no like. teacher bad. home good."]
+    for s in scorer.score(texts):
+        e = explainer.explain(s.x[None], s.handcrafted[None])[0]
+        unclipped = float(explainer.contributions(s.x[None])[1][0] + explainer.contributions(s.x[None])[0].sum())
+        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        assert e["output"] == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        assert ("scale_limit" in e["groups"]) == (not 0.0 <= unclipped <= 9.0)

@@ -218,7 +218,7 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
 
     def loss() -> torch.Tensor:
         eta = b + X @ w + length_weight() * L
-        total = cfg.l2 * (w * w).sum()
+        total = torch.zeros((), dtype=torch.float64)
         for s in sources:
             m = masks[s]
             if not bool(m.any()):
@@ -230,7 +230,7 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
             scale = torch.exp(log_scale[s])
             p = torch.sigmoid((cuts[k + 1] - e) / scale) - torch.sigmoid((cuts[k] - e) / scale)
             total = total - (W[m] * torch.log(torch.clamp(p, min=1e-12))).sum()
-        return total / len(source) * 1.0
+        return total / len(source) + cfg.l2 * (w * w).sum()  # mean NLL per row + ridge
 
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=500, tolerance_grad=1e-7, tolerance_change=1e-10,
                             history_size=50, line_search_fn="strong_wolfe")

@@ -93,7 +93,9 @@ def wi_metrics(levels: np.ndarray, pred, model, words: np.ndarray | None = None)
         # interval: does the band interval reach the human level's range on the harmonised scale?
         cuts = np.concatenate([[-np.inf], model.source_cuts["wi"], [np.inf]])
         lo, hi = cuts[np.asarray(levels)], cuts[np.asarray(levels) + 1]
-        out["interval_coverage"] = float(np.mean((pred.band_high + 0.25 >= lo) & (pred.band_low - 0.25 <= hi)))
+        # the interval around the proficiency: W&I texts are not IELTS Task 2 answers, so no length rule
+        low, high = pred.band_low - pred.length_adjustment, pred.band_high - pred.length_adjustment
+        out["interval_coverage"] = float(np.mean((high + 0.25 >= lo) & (low - 0.25 <= hi)))
         out["interval_mean_width"] = float(np.mean(pred.band_high - pred.band_low))
     else:  # a model that never saw W&I: its API level is all there is
         out |= {"cefr_qwk": out["api_cefr_qwk"], "cefr_exact": out["api_cefr_exact"],

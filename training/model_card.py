@@ -96,8 +96,9 @@ def render(artifact_dir: Path, version: str | None = None) -> str:
         "- " + ("The learned error detector and the grammar checker see" if metrics.get("error_detector")
                 else "The grammar checker sees") + " surface errors; argument quality, task achievement and "
         "coherence are only approximated by the signals in the explanation.",
-        "- Texts under 60 words, non-English texts and texts pasted from elsewhere get warnings; their scores mean "
-        "little.",
+        "- Texts under 150 words get a `too_short` warning, non-English ones `not_english` and answers to another "
+        "prompt `off_topic`; their scores mean little. An essay sent without its prompt scores about 0.2 bands "
+        "higher than with it (the W&I texts have no prompt).",
         f"- Encoder: `{config['encoder']['name']}`; embeddings are "
         + ("not part of the score (only the prompt-similarity signal)." if not config["train"].get("pca_components")
            else f"reduced to {config['train']['pca_components']} components in the score."),

@@ -298,8 +298,8 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
         + f", the IELTS under-length rule included); the reported CEFR level drops by at most one step for "
         f"{halving['share_dropping_at_most_one_level']:.1%} of them (level-drop counts: {halving['level_drop_counts']}).",
         "",
-        "Halving sensitivity: how far each signal moves, in training standard deviations, when a training text of "
-        "at least 200 words is cut to its first half (300 texts). Signals beyond half a standard deviation are "
+        "Halving sensitivity: how far each signal moves, in standard deviations of these texts, when a training "
+        "text of at least 200 words is cut to its first half (300 texts). Signals beyond half a standard deviation are "
         "length proxies: the model does not read them (`training.fit.LENGTH_PROXIES`).",
         "",
         _table([{**r, "blocked": "yes" if r["blocked"] else ""} for r in sensitivity[:20]],

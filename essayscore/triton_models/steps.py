@@ -57,8 +57,7 @@ class PreprocessStep:
         self.model_id = meta["model_id"]
         detector = ErrorDetector.load(Path(detector_path)) if detector_path is not None else None
         self.extractor = extractor or FeatureExtractor(error_detector=detector)
-        if detector is not None:
-            self.extractor.error_detector = detector
+        self.extractor.error_detector = detector  # a caller's extractor gets this artifact's (or none)
 
     def warmup(self) -> None:
         """Load the lazy parts (spaCy pipes, spell checker, prompt cache code) before the first request."""
