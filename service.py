@@ -164,7 +164,7 @@ class EssayScoreService:
             "band_interval": {"low": r["band_interval"][0], "high": r["band_interval"][1],
                               "level": self.interval_level},
             "cefr": r["cefr"], "cefr_probabilities": r["cefr_probabilities"],
-            "length_adjustment": float(self.explainer.length_adjustment(scored.x)[0]),
+            "length_adjustment": float(self.explainer.model.length_adjustment(scored.x)[0]),
             "explanation": explanation,
             "issues": [m.to_dict() for m in scored.matches] if req.include_issues else None,
             "warnings": warnings, "model_version": self.runtime.version, "runtime": self.runtime.name,

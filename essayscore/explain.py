@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from essayscore.bands import MAX_BAND, MIN_BAND
-from essayscore.scorer import SCORING_FILE, ScoringModel, length_term, under_length
+from essayscore.scorer import SCORING_FILE, ScoringModel, length_term
 
 SEMANTIC_GROUP = "semantic_content"
 SCALE_LIMIT_GROUP = "scale_limit"  # what clipping to the 0-9 band scale removed (only for an off-scale score)
@@ -50,9 +50,8 @@ class Explainer:
             tree, tree_base = self.tree_contributions(x)
             values += tree
             base += tree_base
-        words = self.model.words(x)
-        values[:, self.word_index] += linear.length_weight * length_term(words)
-        adjustment = self.model.under_length_weight * under_length(words)
+        values[:, self.word_index] += linear.length_weight * length_term(self.model.words(x))
+        adjustment = self.model.length_adjustment(x)
         values[:, self.word_index] += adjustment
         return values, base, adjustment
 
@@ -62,10 +61,6 @@ class Explainer:
 
         values = self.booster.predict(xgb.DMatrix(np.atleast_2d(x).astype(np.float32)), pred_contribs=True)
         return values[:, :-1], values[:, -1]
-
-    def length_adjustment(self, x: np.ndarray) -> np.ndarray:
-        """The Task 2 under-length adjustment of each row (band points, <= 0)."""
-        return self.model.under_length_weight * under_length(self.model.words(np.atleast_2d(x))) + 0.0
 
     def explain(self, x: np.ndarray, handcrafted: np.ndarray, top_k: int = 8) -> list[dict]:
         contributions, base, adjustment = self.contributions(x)

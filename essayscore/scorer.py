@@ -251,6 +251,10 @@ class ScoringModel:
         margin = self.trees.predict_band(x) if tree_margin is None else np.asarray(tree_margin, dtype=np.float64)
         return self.linear(x, self.words(x)) + margin.reshape(-1)
 
+    def length_adjustment(self, x: np.ndarray) -> np.ndarray:
+        """The Task 2 under-length adjustment of each row (band points, <= 0)."""
+        return self.under_length_weight * under_length(self.words(np.atleast_2d(x))) + 0.0  # + 0.0: never -0.0
+
     def predict(self, x: np.ndarray) -> Predictions:
         return self.finish(self.trees.predict_band(x), x)
 
@@ -259,7 +263,7 @@ class ScoringModel:
         the embedded path, the batch CLI and the Triton postprocess step agree)."""
         x = np.atleast_2d(x)
         eta = self.proficiency(x, tree_margin)
-        adjustment = self.under_length_weight * under_length(self.words(x)) + 0.0  # + 0.0: never -0.0
+        adjustment = self.length_adjustment(x)
         raw = np.clip(eta + adjustment, 0.0, MAX_BAND)
         band = bands_from_raw(raw)
         q = np.asarray(self.conformal_quantiles)[np.searchsorted(self.conformal_edges, band, side="right")]

@@ -161,6 +161,22 @@ def ordinal_nll(eta: np.ndarray, ordinal: np.ndarray, head: Ordinal) -> np.ndarr
     return -np.log(np.maximum(_logistic(b) - _logistic(a), 1e-12))
 
 
+def source_weights(source: np.ndarray, sources: list[str], balance: bool) -> np.ndarray:
+    """Per-row likelihood weights: with ``balance`` every source weighs as much as the others, whatever its size."""
+    weights = np.ones(len(source))
+    if balance:
+        for s in sources:
+            weights[source == s] = len(source) / (len(sources) * max(1, int((source == s).sum())))
+    return weights
+
+
+def mean_source_nll(eta: np.ndarray, source: np.ndarray, ordinal: np.ndarray, heads: dict[str, Ordinal]) -> float:
+    """Ordinal NLL averaged per row within each source, then over the sources present (early stopping)."""
+    present = [s for s in heads if (source == s).any()]
+    return sum(float(ordinal_nll(eta[source == s], ordinal[source == s], heads[s]).mean())
+               for s in present) / max(1, len(present))
+
+
 def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: np.ndarray, cfg: FitConfig,
                 sources: list[str], task2: np.ndarray) -> tuple[LinearPart, float, dict[str, Ordinal]]:
     """Joint L-BFGS fit of the linear part and every source's head (torch autograd, float64)."""
@@ -171,11 +187,7 @@ def _fit_linear(x: np.ndarray, words: np.ndarray, source: np.ndarray, ordinal: n
     L = torch.tensor(length_term(words), dtype=torch.float64)
     U = torch.tensor(np.where(task2, under_length(words), 0.0), dtype=torch.float64)  # the Task 2 rule: IELTS rows
     n_levels = {s: int(ordinal[source == s].max()) + 1 if (source == s).any() else 2 for s in sources}
-    weights = np.ones(len(source))
-    if cfg.source_balance:
-        for s in sources:
-            weights[source == s] = len(source) / (len(sources) * max(1, int((source == s).sum())))
-    W = torch.tensor(weights, dtype=torch.float64)
+    W = torch.tensor(source_weights(source, sources, cfg.source_balance), dtype=torch.float64)
     w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.tensor([6.0], dtype=torch.float64, requires_grad=True)
     lw_raw = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # length weight, in (0, max_length_weight)
@@ -277,12 +289,7 @@ def _fit_trees(x_tr, base_tr, src_tr, ord_tr, x_va, base_va, src_va, ord_va, hea
 
     def nll(predt, dmat):
         src, ords = (src_va, ord_va) if dmat is dval else (src_tr, ord_tr)
-        total = 0.0
-        for s, head in heads.items():
-            m = src == s
-            if m.any():
-                total += float(ordinal_nll(predt[m], ords[m], head).mean())
-        return "ordinal_nll", total / max(1, len(heads))
+        return "ordinal_nll", mean_source_nll(predt, src, ords, heads)
 
     dtrain = xgb.DMatrix(tree_x_tr, base_margin=base_tr)
     dval = xgb.DMatrix(tree_x_va, base_margin=base_va)
@@ -322,11 +329,8 @@ def _fit_lightgbm(x_tr, base_tr, x_va, base_va, grad_hess, heads, src_tr, ord_tr
         g, h = grad_hess(preds + base_tr, src_tr, ord_tr)  # LightGBM hands the margin without init_score
         return g * weights_tr, h * weights_tr
 
-    def metric(preds, data):
-        present = sorted(set(src_va))
-        total = sum(float(ordinal_nll(preds[src_va == s] + base_va[src_va == s], ord_va[src_va == s], heads[s]).mean())
-                    for s in present)
-        return "ordinal_nll", total / max(1, len(present)), False
+    def metric(preds, data):  # LightGBM hands the margin without init_score
+        return "ordinal_nll", mean_source_nll(preds + base_va, src_va, ord_va, heads), False
 
     params = {"objective": objective, "learning_rate": cfg.learning_rate, "num_leaves": 2 ** cfg.max_depth,
               "max_depth": cfg.max_depth, "bagging_fraction": cfg.subsample, "bagging_freq": 1,
@@ -411,11 +415,7 @@ def fit_scoring_model(m: Matrices, train: np.ndarray, val: np.ndarray, pca_compo
     def base(x, rows):
         return _observed_eta(linear(x, m.n_words[rows]), m.n_words[rows], task2[rows], under_weight)
 
-    weights_tr = np.ones(len(train))
-    if cfg.source_balance:
-        for s in sources:
-            mask = m.source[train] == s
-            weights_tr[mask] = len(train) / (len(sources) * mask.sum())
+    weights_tr = source_weights(m.source[train], sources, cfg.source_balance)
     # validation rows of a source the training rows lack carry no head: early stopping ignores them
     keep_va = np.isin(m.source[val], sources)
     booster = _fit_trees(x_tr, base(x_tr, train), m.source[train], m.ordinal[train],
