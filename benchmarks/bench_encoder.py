@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_encoder.py [--n 64] [--windows 256 512] [--batch-size 16] [--repeats 3]
 
-* essays/s: ``Encoder.encode`` on all N essays at once (windows sorted by length, batches of --batch-size),
+* essays/s: ``TorchEncoder.encode`` on all N essays at once (windows sorted by length, batches of --batch-size),
   median over --repeats runs after a warm-up.
-* ms/essay (median, p90): ``Encoder.encode([essay])`` one essay at a time, as a service would score it.
+* ms/essay (median, p90): ``TorchEncoder.encode([essay])`` one essay at a time, as a service would score it.
 Stride is 3/4 of the window (the project default 192 for 256). Also reports how many shared essays exceed
 the window (i.e. need more than one window).
 """
@@ -22,12 +22,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from common import load_average_before  # benchmarks/ is on sys.path when run as a script
 
-from essayscore.encoder import Encoder  # noqa: E402
-from essayscore.settings import get_settings  # noqa: E402
+from essayscore.settings import get_settings
+from essayscore.torch_encoder import TorchEncoder
 
 
 def main() -> None:
@@ -40,10 +41,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=get_settings().data_path)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: 1-min load average is {load_before:.2f} on {os.cpu_count()} cores; other processes "
-              "competing for the cores make OpenMP timings unreliable (often several times slower)", file=sys.stderr)
+    load_before = load_average_before()
     frame = pd.read_csv(args.data)
     sample = frame["essay"].sample(n=min(args.n, len(frame)), random_state=0).tolist()
 
@@ -51,7 +49,7 @@ def main() -> None:
     length_stats = None
     for window in args.windows:
         stride = window * 3 // 4
-        enc = Encoder(args.encoder, window=window, stride=stride, batch_size=args.batch_size)
+        enc = TorchEncoder(args.encoder, window=window, stride=stride, batch_size=args.batch_size)
         if length_stats is None:
             lengths = np.array([len(ids) + len(enc._prefix) + len(enc._suffix)
                                 for ids in enc.text_token_ids(frame["essay"].tolist())])

@@ -1,4 +1,4 @@
-"""Encoder runtimes side by side on CPU: PyTorch vs ONNX Runtime fp32 / int8 (/ fp16, not a CPU target).
+"""TorchEncoder runtimes side by side on CPU: PyTorch vs ONNX Runtime fp32 / int8 (/ fp16, not a CPU target).
 
     .venv/bin/python benchmarks/bench_encoder_onnx.py [--onnx-dir DIR] [--n 48] [--batch-size 16] [--repeats 3]
 
@@ -30,15 +30,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from common import load_average_before  # benchmarks/ is on sys.path when run as a script
 
-from essayscore.encoder import Encoder  # noqa: E402
-from essayscore.onnx_encoder import VARIANT_FILES, OnnxEncoder  # noqa: E402
-from essayscore.settings import usable_cores  # noqa: E402
-from essayscore.settings import get_settings  # noqa: E402
-from training.export_onnx import cosine_rows, export_encoder  # noqa: E402
+from essayscore.onnx_encoder import VARIANT_FILES, OnnxEncoder
+from essayscore.settings import (
+    get_settings,
+    usable_cores,
+)
+from essayscore.torch_encoder import TorchEncoder
+from training.onnx_export import cosine_rows, export_encoder
 
 
 def measure(runtimes: list[tuple[str, object]], sample: list[str], repeats: int) -> list[dict]:
@@ -63,7 +66,7 @@ def measure(runtimes: list[tuple[str, object]], sample: list[str], repeats: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx-dir", type=Path, help="an export folder (python -m training.export_onnx --out)")
+    parser.add_argument("--onnx-dir", type=Path, help="an export folder (python -m training.onnx_export --out)")
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--window", type=int, default=256)
@@ -74,12 +77,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=get_settings().data_path)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: 1-min load average is {load_before:.2f} on {os.cpu_count()} cores; timings are "
-              "inflated by the other processes", file=sys.stderr)
+    load_before = load_average_before()
     sample = pd.read_csv(args.data)["essay"].sample(n=args.n, random_state=0).tolist()
-    torch_encoder = Encoder(args.encoder, window=args.window, stride=args.stride, batch_size=args.batch_size)
+    torch_encoder = TorchEncoder(args.encoder, window=args.window, stride=args.stride, batch_size=args.batch_size)
     n_windows = len(torch_encoder.windows(sample))
 
     temp = None
@@ -107,12 +107,14 @@ def main() -> None:
           f"{__import__('onnxruntime').__version__} ({usable_cores()} intra-op threads); {len(sample)} essays "
           f"(random_state=0), window {args.window}, stride {args.stride}, {n_windows / len(sample):.2f} windows/essay, "
           f"batch {args.batch_size}; 1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
-    print("| runtime | essays/s (batched) | speed-up | median ms/essay (single) | p90 ms/essay | min cosine vs PyTorch | file MB |")
+    print("| runtime | essays/s (batched) | speed-up | median ms/essay (single) | p90 ms/essay "
+          "| min cosine vs PyTorch | file MB |")
     print("|---|---|---|---|---|---|---|")
     base = results[0][2]["essays_s"]
     for label, encoder, r in results:
         size = (encoder.onnx_path.stat().st_size / 1e6) if isinstance(encoder, OnnxEncoder) else float("nan")
-        print(f"| {label} | {r['essays_s']:.2f} | {r['essays_s'] / base:.2f}x | {r['ms_median']:.0f} | {r['ms_p90']:.0f} "
+        print(f"| {label} | {r['essays_s']:.2f} | {r['essays_s'] / base:.2f}x | {r['ms_median']:.0f} "
+              f"| {r['ms_p90']:.0f} "
               f"| {cosine_rows(reference, r['vectors']).min():.5f} | {'-' if np.isnan(size) else f'{size:.0f}'} |")
     if temp is not None:
         temp.cleanup()

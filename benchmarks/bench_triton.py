@@ -2,7 +2,7 @@
 
     python benchmarks/bench_triton.py [--model latest] [--n 40] [--repo DIR] [--cpu-variant fp32|int8]
 
-Builds the cpu repository of the artifact (``training.build_repository``; into a temporary folder unless
+Builds the cpu repository of the artifact (``training.repository``; into a temporary folder unless
 ``--repo``), starts the server, warms it up, then for every essay (~300 words, with its prompt) runs, one after
 the other and one request at a time: the ensemble over HTTP, the ensemble over gRPC, ``EssayScorer`` with the
 same ONNX encoder the server runs, and ``EssayScorer`` with the default PyTorch encoder. Interleaving keeps the
@@ -25,15 +25,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("preprocess", "encoder", "assemble", "band_regressor", "postprocess", "essay_scorer")
@@ -120,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    from devtools.servers import TritonServer
+    from devtools.triton_launcher import prepare_stub_env
     from essayscore import artifacts
     from essayscore import triton_io as io
+    from essayscore.essay_scorer import EssayScorer
     from essayscore.onnx_encoder import OnnxEncoder
-    from essayscore.pipeline import EssayScorer
-    from essayscore.triton_launcher import TritonServer, prepare_stub_env
-    from training.build_repository import build_repository
+    from training.repository import build_repository
 
     artifact = artifacts.resolve(args.model, REPO_ROOT / "artifacts")
     essays, prompts = pick_essays(args.n)
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             torch_scorer.score([essay], [prompt])
             times["in-process, PyTorch encoder"].append((time.perf_counter() - t) * 1e3)
-            bands_equal += got["ielts_band"] == ref.result["ielts_band"]
+            bands_equal += got.ielts_band == ref.ielts_band
         after = model_stats(http)
     finally:
         http.close()
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     print("# Triton ensemble vs in-process scoring\n")
     print(f"- machine: {machine()}")
     print(f"- artifact {build.artifact_version}; cpu profile, encoder {build.encoder_variant} ONNX on ONNX Runtime "
-          f"(python backend, {args.intra_op_threads or 'all'} intra-op thread(s)), trees tl2cgen; tritonserver 2.51 (nvidia-pytriton), one instance per model")
+          f"(python backend, {args.intra_op_threads or 'all'} intra-op thread(s)), trees tl2cgen; "
+          "tritonserver 2.51 (nvidia-pytriton), one instance per model")
     print(f"- {len(essays)} essays, {min(n_words)}-{max(n_words)} words (median {int(statistics.median(n_words))}),"
           f" all with their prompt; sequential, one request at a time; paths interleaved per essay")
     print(f"- repository build {build_s:.1f} s ({build.seconds}); server ready in {start_s:.1f} s; "
@@ -209,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         d = {k: a[k] - b.get(k, 0.0) for k in a}
         n = max(d["count"], 1.0)
-        ms = lambda key: d[key] / n / 1e6  # noqa: E731
-        print(f"| {name} | {int(d['count'])} | {int(d['executions'])} | {ms('queue_ns'):.2f} | {ms('input_ns'):.2f} "
-              f"| {ms('infer_ns'):.2f} | {ms('output_ns'):.2f} | {ms('success_ns'):.2f} |")
+        ms = {key: value / n / 1e6 for key, value in d.items()}  # per request, in milliseconds
+        print(f"| {name} | {int(d['count'])} | {int(d['executions'])} | {ms['queue_ns']:.2f} | {ms['input_ns']:.2f} "
+              f"| {ms['infer_ns']:.2f} | {ms['output_ns']:.2f} | {ms['success_ns']:.2f} |")
     print("\n(essay_scorer's total is the server-side end to end of the ensemble; its compute columns are "
           "not meaningful for an ensemble)\n")
 

@@ -22,3 +22,16 @@ def feature_stage_seconds(fx, essays) -> tuple[list[float], list[float]]:
         fx.checker.check(e)
         check.append(time.perf_counter() - t)
     return parse, check
+
+
+def load_average_before(threshold: float = 0.5) -> float:
+    """The 1-minute load average now, with a warning on stderr when other processes compete for the cores
+    (OpenMP and ONNX Runtime timings are then inflated, often several times)."""
+    import os
+    import sys
+
+    load = os.getloadavg()[0]
+    if load > threshold:
+        print(f"warning: 1-min load average is {load:.2f} on {os.cpu_count()} cores; other processes competing "
+              "for the cores inflate these timings", file=sys.stderr)
+    return load

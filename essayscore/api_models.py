@@ -1,7 +1,7 @@
 """Request and response models of the HTTP API (pydantic 2), with examples for the OpenAPI document.
 
 Error shape of every 4xx/5xx answer: ``{"error": {"code": str, "message": str, "field": str|null}}`` (the
-:class:`ApiGuard` ASGI middleware below rewrites BentoML's own error bodies, e.g. pydantic 400s, into it).
+ASGI middleware in :mod:`essayscore.http_guard` rewrites BentoML's own error bodies, e.g. pydantic 400s, into it).
 Codes: ``missing``, ``empty``, ``wrong_type``, ``too_long``, ``no_letters``, ``control_characters``,
 ``invalid_utf8``, ``invalid_json``, ``invalid_request`` (other schema problems), ``batch_too_large``,
 ``body_too_large`` (413), ``runtime_unavailable`` (503), ``internal_error`` (500), ``too_many_requests`` (429).
@@ -9,8 +9,8 @@ Codes: ``missing``, ``empty``, ``wrong_type``, ``too_long``, ``no_letters``, ``c
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Literal, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,9 +29,9 @@ class ScoreRequest(BaseModel):
         {"essay": EXAMPLE_ESSAY, "prompt": EXAMPLE_PROMPT, "essay_id": "student-42", "explain": True}})
 
     essay: str = Field(description="The essay text (plain text, UTF-8; up to settings.max_essay_chars characters).")
-    prompt: Optional[str] = Field(None, description="The task prompt; enables prompt-alignment features and the "
+    prompt: str | None = Field(None, description="The task prompt; enables prompt-alignment features and the "
                                                     "off-topic warning.")
-    essay_id: Optional[str] = Field(None, max_length=200, description="Echoed back; generated when absent.")
+    essay_id: str | None = Field(None, max_length=200, description="Echoed back; generated when absent.")
     explain: bool = Field(False, description="Include the SHAP explanation of the band.")
     include_issues: bool = Field(False, description="Include grammar and spelling issues (offsets into the essay "
                                                     "as sent).")
@@ -49,7 +49,7 @@ class BatchRequest(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["empty"])
     message: str = Field(examples=["'essay' is empty or only whitespace"])
-    field: Optional[str] = Field(None, examples=["essay"])
+    field: str | None = Field(None, examples=["essay"])
 
 
 class ErrorResponse(BaseModel):
@@ -89,7 +89,7 @@ class TopFeature(BaseModel):
     name: str
     description: str
     group: str
-    value: Optional[float]
+    value: float | None
     contribution: float
     direction: Literal["raises", "lowers"]
 
@@ -126,8 +126,8 @@ class ScoreResponse(BaseModel):
     length_adjustment: float = Field(
         0.0, description="Band points the IELTS Task 2 under-length rule (< 250 words) took off ielts_band; 0 from "
                          "250 words on.")
-    explanation: Optional[Explanation] = None
-    issues: Optional[list[Issue]] = None
+    explanation: Explanation | None = None
+    issues: list[Issue] | None = None
     warnings: list[WarningItem]
     model_version: str
     runtime: str
@@ -136,8 +136,8 @@ class ScoreResponse(BaseModel):
 
 class BatchResult(BaseModel):
     ok: bool
-    result: Optional[ScoreResponse] = None
-    error: Optional[ErrorDetail] = None
+    result: ScoreResponse | None = None
+    error: ErrorDetail | None = None
 
 
 class BatchResponse(BaseModel):
@@ -166,7 +166,7 @@ class MetadataResponse(BaseModel):
     licence: str = Field("", description="The licence the model inherits from its training sources.")
 
 
-# ---- the error shape, and the ASGI guard that enforces it for BentoML's own error answers --------------------------
+# ---- the error shape ----------------------------------------------------------------------------------------------
 def error_body(code: str, message: str, field: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "field": field}}
 
@@ -175,7 +175,7 @@ _PYDANTIC_CODES = {"missing": "missing", "json_invalid": "invalid_json", "json_t
                    "extra_forbidden": "invalid_request", "string_too_long": "too_long"}
 
 
-def map_pydantic_error(errors: list[dict]) -> dict:
+def map_pydantic_error(errors: Sequence[Mapping[str, Any]]) -> dict:
     """The first pydantic error -> our error detail (``*_type`` / ``*_parsing`` -> ``wrong_type``)."""
     if not errors:
         return {"code": "invalid_request", "message": "the request does not match the schema", "field": None}
@@ -188,106 +188,3 @@ def map_pydantic_error(errors: list[dict]) -> dict:
     if kind == "missing" and field:
         message = f"'{field}' is required"
     return {"code": code, "message": message, "field": field}
-
-
-_STATUS_CODES = {413: "body_too_large", 429: "too_many_requests", 503: "runtime_unavailable", 500: "internal_error"}
-
-
-class ApiGuard:
-    """ASGI middleware in front of the API: body-size limit (413), UTF-8 check, GET /metadata, and one error
-    shape for BentoML's own error bodies (pydantic 400s, 429, 500, 503)."""
-
-    def __init__(self, app, max_body_bytes: int, paths: tuple[str, ...] = ("/score", "/score_batch", "/metadata"),
-                 metadata: Callable[[], dict | None] = lambda: None):
-        self.app, self.max_body_bytes, self.paths, self.metadata = app, max_body_bytes, paths, metadata
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            return await self.app(scope, receive, send)
-        if scope["method"] == "GET" and scope["path"] == "/metadata":
-            payload = self.metadata()
-            if payload is None:
-                return await self._json(send, 503, error_body("runtime_unavailable", "the model is not loaded yet"))
-            return await self._json(send, 200, payload)
-        if scope["method"] == "POST":
-            headers = dict(scope.get("headers") or [])
-            try:
-                declared = int(headers.get(b"content-length", b"0"))
-            except ValueError:
-                declared = 0
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body = message.get("body", b"")
-                size += len(body)
-                if size <= self.max_body_bytes and declared <= self.max_body_bytes:
-                    chunks.append(body)
-                more = message.get("more_body", False)
-                if size > 16 * self.max_body_bytes:  # stop draining an absurd body; the connection is closed
-                    break
-            if size > self.max_body_bytes or declared > self.max_body_bytes:
-                return await self._json(send, 413, error_body(
-                    "body_too_large", f"the request body has {max(size, declared)} bytes; the limit is "
-                                      f"{self.max_body_bytes}", None))
-            body = b"".join(chunks)
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return await self._json(send, 400, error_body(
-                    "invalid_utf8", f"the request body is not valid UTF-8 (byte {exc.start})", None))
-            replayed = False
-
-            async def receive():  # noqa: F811 - replay the buffered body
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return {"type": "http.disconnect"}
-
-        start_message = None
-        buffered: list[bytes] = []
-
-        async def send_wrapper(message):
-            nonlocal start_message
-            if message["type"] == "http.response.start":
-                if message["status"] >= 400:
-                    start_message = message
-                    return
-                return await send(message)
-            if message["type"] == "http.response.body" and start_message is not None:
-                buffered.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                status = start_message["status"]
-                payload = _normalise_error(status, b"".join(buffered))
-                return await self._json(send, status, payload, start_message.get("headers"))
-            return await send(message)
-
-        return await self.app(scope, receive, send_wrapper)
-
-    @staticmethod
-    async def _json(send, status: int, payload: dict, original_headers=None) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        headers = [(k, v) for k, v in (original_headers or [])
-                   if k.lower() not in (b"content-length", b"content-type")]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
-
-
-def _normalise_error(status: int, raw: bytes) -> dict:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = {"error": raw.decode("utf-8", "replace")}
-    if isinstance(payload, list) and payload:  # BentoML answers some 4xx as a one-element list
-        payload = payload[0]
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict) and "code" in error:
-        return payload  # already ours
-    if isinstance(payload, dict) and isinstance(payload.get("detail"), list):
-        return {"error": map_pydantic_error(payload["detail"])}
-    code = _STATUS_CODES.get(status, "internal_error" if status >= 500 else "invalid_request")
-    return error_body(code, str(error if error is not None else payload), None)

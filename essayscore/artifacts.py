@@ -1,8 +1,12 @@
 """Versioned model artifacts: a folder of files plus a manifest (library versions, sha256 of every file).
 
 An artifact version lives in ``settings.artifacts_dir/<version>/`` and is registered in the BentoML model
-store as ``essayscore:<version>``, so a service can load ``essayscore:latest`` or a pinned tag. Loading
-verifies every hash and refuses an artifact that was altered, truncated or extended.
+store as ``essayscore:<version>``, so a service can load ``essayscore:latest`` or a pinned tag.
+
+:class:`Layout` names every file of the folder and :class:`Artifact` loads them: no other module knows a file
+name. Opening an :class:`Artifact` verifies every hash once (an altered, truncated or extended artifact is
+refused) and refuses an artifact whose feature registry is not this code's, in every runtime. The Triton python
+models load partial copies (:meth:`Artifact.copy_subset`) that carry their own manifest and the registry.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import hashlib
 import json
 import platform
 import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
@@ -24,7 +30,27 @@ TRACKED_LIBRARIES = ("essayscore", "numpy", "scikit-learn", "xgboost-cpu", "xgbo
 
 
 class ArtifactError(RuntimeError):
-    """The artifact is missing, incomplete or does not match its manifest."""
+    """The artifact is missing, incomplete, does not match its manifest, or does not fit this code."""
+
+
+class Layout:
+    """The file layout of an artifact folder: the only place that names its files."""
+
+    CONFIG = "config.json"  # training config and the encoder's identity
+    METRICS = "metrics.json"
+    REGISTRY = "feature_registry.json"  # the feature vector's names, groups, descriptions (in order)
+    FEATURE_STATS = "feature_stats.json"  # training distribution of every feature (drift reference)
+    SOURCES = "sources.json"  # training sources and the inherited licence
+    DATA_REPORT = "data_report.json"
+    SPLITS = "splits.csv"
+    MODEL_CARD = "MODEL_CARD.md"
+    PREPROCESSOR = "preprocessor.npz"  # z-scoring and embedding projection
+    SCORING = "scoring.json"  # linear part, length terms, calibration, conformal quantiles
+    TREES = "regressor.json"  # the residual trees (XGBoost JSON)
+    DETECTOR = "error_detector.npz"  # the learned error detector (absent for a model trained without one)
+    ONNX_EXPORT = "encoder_onnx"  # the validated serving export of the encoder (a folder)
+    # what a model that only finishes scores (the Triton assemble / postprocess steps) needs
+    SCORING_FILES = (REGISTRY, PREPROCESSOR, SCORING)
 
 
 def sha256_file(path: Path) -> str:
@@ -132,3 +158,122 @@ def resolve(reference: str | Path, artifacts_dir: Path | None = None) -> Path:
     except bentoml.exceptions.NotFound as exc:
         raise ArtifactError(f"no artifact {reference!r}: not a folder, not in {artifacts_dir}, not in the BentoML "
                             "model store; run `essayscore train` first") from exc
+
+
+def code_registry() -> list[dict]:
+    """This code's feature registry, as an artifact stores it."""
+    from essayscore.features.registry import FEATURES
+
+    return [{"name": f.name, "group": f.group, "description": f.description, "needs_embeddings": f.needs_embeddings}
+            for f in FEATURES]
+
+
+class Artifact:
+    """One model version on disk. Opening it verifies every hash (once) and refuses an artifact whose feature
+    registry is not this code's (a reordered or renamed feature would otherwise score silently wrong).
+
+    ``in_progress=True`` reads a folder that is still being written (training, its model card): nothing is
+    checked."""
+
+    def __init__(self, directory: Path, in_progress: bool = False):
+        self.dir = Path(directory)
+        self.manifest = self._read_manifest() if in_progress else verify(self.dir)
+        self.version = self.manifest.get("version", self.dir.name)
+        if not in_progress:
+            self.check_registry()
+
+    @classmethod
+    def open(cls, reference: str | Path, artifacts_dir: Path | None = None) -> Artifact:
+        """A path, a local version name, ``latest`` or a BentoML tag (see :func:`resolve`), verified."""
+        return cls(resolve(reference, artifacts_dir))
+
+    def _read_manifest(self) -> dict:
+        path = self.dir / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def has(self, name: str) -> bool:
+        return (self.dir / name).exists()
+
+    def json(self, name: str):
+        return json.loads((self.dir / name).read_text())
+
+    # -- what it holds --------------------------------------------------------------------------------------
+    @cached_property
+    def config(self) -> dict:
+        return self.json(Layout.CONFIG)
+
+    @property
+    def encoder_config(self) -> dict:
+        return self.config["encoder"]
+
+    @cached_property
+    def metrics(self) -> dict:
+        return self.json(Layout.METRICS)
+
+    @cached_property
+    def registry(self) -> list[dict]:
+        return self.json(Layout.REGISTRY)
+
+    @cached_property
+    def scoring(self) -> dict:
+        return self.json(Layout.SCORING)
+
+    @cached_property
+    def sources(self) -> dict | None:
+        """Sources and licence (None for an artifact from before sources were recorded)."""
+        return self.json(Layout.SOURCES) if self.has(Layout.SOURCES) else None
+
+    @property
+    def interval_level(self) -> float:
+        return float(self.scoring["interval_level"])
+
+    def check_registry(self) -> None:
+        """Raise ArtifactError unless the artifact's feature registry (names, groups, order) is this code's."""
+        theirs = [(f["name"], f["group"]) for f in self.registry]
+        ours = [(f["name"], f["group"]) for f in code_registry()]
+        if theirs != ours:
+            diff = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            raise ArtifactError(
+                f"artifact {self.version}'s feature registry differs from this code's ({len(theirs)} vs "
+                f"{len(ours)} features; first difference at position {diff}: "
+                f"{theirs[diff] if diff < len(theirs) else None} vs {ours[diff] if diff < len(ours) else None}); "
+                "retrain, or serve it with the code version it was trained with")
+
+    # -- its models -----------------------------------------------------------------------------------------
+    def preprocessor(self):
+        from essayscore.scoring_model import Preprocessor
+
+        return Preprocessor.load(self.path(Layout.PREPROCESSOR))
+
+    def scoring_model(self, trees=None):
+        """The ScoringModel; ``trees`` replaces the artifact's XGBoost trees (compiled trees, or none)."""
+        from essayscore.scoring_model import ScoringModel
+
+        return ScoringModel.load(self, trees)
+
+    def error_detector(self):
+        """The learned error detector, or None for a model trained without one."""
+        from essayscore.error_detector import ErrorDetector
+
+        return ErrorDetector.load(self.path(Layout.DETECTOR)) if self.has(Layout.DETECTOR) else None
+
+    def onnx_export(self, variant: str) -> Path | None:
+        """The folder of the artifact's validated ONNX encoder export, if it holds ``variant``."""
+        from essayscore.onnx_encoder import VARIANT_FILES
+
+        folder = self.path(Layout.ONNX_EXPORT)
+        return folder if (folder / VARIANT_FILES[variant]).is_file() else None
+
+    # -- copies -------------------------------------------------------------------------------------------------
+    def copy_subset(self, target: Path, names: Sequence[str]) -> Path:
+        """Copy ``names`` (plus the registry) into ``target`` with a manifest of their own: a partial artifact
+        that opens, verifies and checks its registry like the whole one (the Triton python models load these)."""
+        target = Path(target)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in dict.fromkeys([Layout.REGISTRY, *names]):
+            shutil.copy2(self.path(name), target / name)
+        write_manifest(target, self.version, {"subset_of": self.version})
+        return target

@@ -1,17 +1,18 @@
-"""Batch scoring of a CSV (also the backfill tool): streaming, order-preserving, one error per bad row."""
+"""Batch scoring of a CSV (also the backfill tool): streaming, order-preserving, one error per bad row, on any
+runtime (embedded or Triton): each chunk of rows takes the service's request path (essayscore.serving)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
 from essayscore.bands import CEFR_LEVELS
-from essayscore.pipeline import EssayScorer
-from essayscore.validation import InputError, check_essay
+from essayscore.runtimes import Runtime
+from essayscore.serving import Outcome, score_requests
 
 ID_COLUMNS = ("essay_id", "id")
 RESULT_COLUMNS = (["ielts_band", "ielts_raw", "cefr"] + [f"cefr_prob_{lvl}" for lvl in CEFR_LEVELS]
@@ -29,29 +30,22 @@ def _rows(path: Path) -> Iterator[dict]:
         yield from reader
 
 
-def _score_chunk(scorer: EssayScorer, chunk: list[dict]) -> list[dict]:
-    out: list[dict] = [{} for _ in chunk]
-    valid = []
-    for i, row in enumerate(chunk):
-        try:
-            essay, prompt = check_essay(row.get("essay"), row.get("prompt") or None)
-            valid.append((i, essay, prompt))
-        except InputError as exc:
-            out[i]["error"] = f"{exc.code}: {exc.message}"
-    if valid:
-        scored = scorer.score_isolated([e for _, e, _ in valid], [p for _, _, p in valid])
-        for (i, _, _), result in zip(valid, scored):
-            if isinstance(result, Exception):
-                out[i]["error"] = f"scoring_failed: {type(result).__name__}: {result}"
-                continue
-            r = result.result
-            out[i] |= {"ielts_band": r["ielts_band"], "ielts_raw": round(r["ielts_raw"], 4), "cefr": r["cefr"],
-                       **{f"cefr_prob_{k}": round(v, 6) for k, v in r["cefr_probabilities"].items()},
-                       "length_adjustment": round(r["length_adjustment"], 4)}
-    return out
+def _columns(outcome: Outcome) -> dict:
+    if outcome.error is not None:
+        return {"error": f"{outcome.error.code}: {outcome.error.message}"}
+    r = outcome.result
+    assert r is not None  # an outcome without an error was scored
+    return {"ielts_band": r.ielts_band, "ielts_raw": round(r.ielts_raw, 4), "cefr": r.cefr,
+            **{f"cefr_prob_{k}": round(v, 6) for k, v in r.cefr_probabilities.items()},
+            "length_adjustment": round(r.length_adjustment, 4)}
 
 
-def score_csv(scorer: EssayScorer, input_path: Path, output_path: Path, progress: bool = True) -> dict[str, int]:
+def _score_chunk(runtime: Runtime, chunk: list[dict]) -> list[dict]:
+    requests = [{"essay": row.get("essay"), "prompt": row.get("prompt") or None} for row in chunk]
+    return [_columns(o) for o in score_requests(runtime, requests).outcomes]
+
+
+def score_csv(runtime: Runtime, input_path: Path, output_path: Path, progress: bool = True) -> dict[str, int]:
     counts = {"rows": 0, "errors": 0}
     rows = _rows(Path(input_path))
     first = next(rows, None)
@@ -64,16 +58,16 @@ def score_csv(scorer: EssayScorer, input_path: Path, output_path: Path, progress
         for row in rows:
             chunk.append(row)
             if len(chunk) == CHUNK:
-                _flush(scorer, chunk, writer, passthrough, counts, bar)
+                _flush(runtime, chunk, writer, passthrough, counts, bar)
                 chunk = []
         if chunk:
-            _flush(scorer, chunk, writer, passthrough, counts, bar)
+            _flush(runtime, chunk, writer, passthrough, counts, bar)
         bar.close()
     return counts
 
 
-def _flush(scorer, chunk, writer, passthrough, counts, bar) -> None:
-    for row, result in zip(chunk, _score_chunk(scorer, chunk)):
+def _flush(runtime, chunk, writer, passthrough, counts, bar) -> None:
+    for row, result in zip(chunk, _score_chunk(runtime, chunk)):
         writer.writerow({c: row.get(c, "") for c in passthrough} | result)
         counts["rows"] += 1
         counts["errors"] += "error" in result

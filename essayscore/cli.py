@@ -24,45 +24,47 @@ def _evaluate(args) -> None:
 
 
 def _score(args) -> None:
-    from essayscore import artifacts
+    from essayscore.artifacts import Artifact
     from essayscore.batch import score_csv
-    from essayscore.runtimes.embedded import EmbeddedRuntime
+    from essayscore.runtimes import RuntimeUnavailable, load_runtime
     from essayscore.settings import get_settings
 
-    # the service's embedded runtime loads the model this way too (same encoder: same bands as the API)
-    scorer = EmbeddedRuntime.from_settings(artifacts.resolve(args.model, get_settings().artifacts_dir)).scorer
-    counts = score_csv(scorer, Path(args.input), Path(args.output))
-    print(f"scored {counts['rows'] - counts['errors']} of {counts['rows']} rows with model {scorer.version}; "
-          f"{counts['errors']} rows have an error (see the 'error' column) -> {args.output}")
+    settings = get_settings()
+    # the service loads its runtime this way too (same encoder, same Triton settings: same bands as the API)
+    runtime = load_runtime(args.runtime or settings.runtime, Artifact.open(args.model, settings.artifacts_dir))
+    if not runtime.ready():
+        raise RuntimeUnavailable(f"the {runtime.name} runtime is not ready (Triton at {settings.triton_url}?)")
+    counts = score_csv(runtime, Path(args.input), Path(args.output))
+    print(f"scored {counts['rows'] - counts['errors']} of {counts['rows']} rows with model {runtime.version} "
+          f"({runtime.name} runtime); {counts['errors']} rows have an error (see the 'error' column) -> "
+          f"{args.output}")
 
 
 def _model_card(args) -> None:
-    from essayscore import artifacts
+    from essayscore.artifacts import Artifact
     from essayscore.settings import get_settings
     from training import model_card
 
-    path = artifacts.resolve(args.model, get_settings().artifacts_dir)
-    artifacts.verify(path)
-    print(f"model card -> {model_card.write(path, Path(args.out))}")
+    artifact = Artifact.open(args.model, get_settings().artifacts_dir)
+    print(f"model card -> {model_card.write(artifact.dir, Path(args.out))}")
 
 
 def _info(args) -> None:
     import json
 
-    from essayscore import artifacts
+    from essayscore.artifacts import Artifact
     from essayscore.settings import get_settings
 
-    path = artifacts.resolve(args.model, get_settings().artifacts_dir)
-    manifest = artifacts.verify(path)
+    manifest = Artifact.open(args.model, get_settings().artifacts_dir).manifest
     keys = ("name", "version", "created", "encoder", "sources", "licence", "metrics")
     print(json.dumps({k: manifest[k] for k in keys if k in manifest}, indent=2))
 
 
 # Commands implemented by another module's own CLI; ``essayscore NAME ARGS...`` hands ARGS to it unchanged.
 DELEGATED = {
-    "export-onnx": ("training.export_onnx", "export the encoder to validated fp32/fp16/int8 ONNX (see --help)"),
-    "build-repository": ("training.build_repository", "write the Triton model repository (cpu or gpu profile)"),
-    "triton": ("essayscore.triton_launcher", "run a real tritonserver on a model repository (foreground)"),
+    "export-onnx": ("training.onnx_export", "export the encoder to validated fp32/fp16/int8 ONNX (see --help)"),
+    "build-repository": ("training.repository", "write the Triton model repository (cpu or gpu profile)"),
+    "triton": ("devtools.triton_launcher", "run a real tritonserver on a model repository (foreground)"),
 }
 
 
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--model", default="latest", help="artifact version, path or BentoML tag (default: latest)")
+    p.add_argument("--runtime", choices=("embedded", "triton"),
+                   help="where the model runs (default: settings.runtime); triton uses ESSAYSCORE_TRITON_URL and "
+                        "ESSAYSCORE_TRITON_PROTOCOL")
     p.set_defaults(func=_score)
 
     for name, (_, help_text) in DELEGATED.items():
@@ -118,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except Exception as exc:  # noqa: BLE001 - a CLI prints the problem, not a traceback, unless -v
+    except Exception as exc:
         from essayscore.artifacts import ArtifactError
+        from essayscore.runtimes import RuntimeUnavailable
 
-        if args.verbose or not isinstance(exc, (ArtifactError, FileNotFoundError)):
+        if args.verbose or not isinstance(exc, (ArtifactError, FileNotFoundError, RuntimeUnavailable)):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,8 @@ Errors: any non-2xx answer raises :class:`EssayScoreError` with the service's ``
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import httpx
 
@@ -88,7 +89,7 @@ class EssayScoreClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "EssayScoreClient":
+    def __enter__(self) -> EssayScoreClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,9 @@ def compile_xgboost(
     name: str,
     nthread: int = 2,
     quantize: bool = False,
-    parallel_comp: Optional[int] = None,
-    annotate_data: Optional[np.ndarray] = None,
-    options: Optional[Sequence[str]] = None,
+    parallel_comp: int | None = None,
+    annotate_data: np.ndarray | None = None,
+    options: Sequence[str] | None = None,
 ) -> Path:
     """Compile an XGBoost model (JSON or UBJ) to ``out_dir/<name>.so``; return the library path.
 
@@ -150,7 +151,7 @@ class CompiledTrees:
     ``nthread``: OpenMP threads per predict call (1 is best for single rows; 2+ helps batches of hundreds).
     """
 
-    def __init__(self, libpath: Path, nthread: Optional[int] = 1) -> None:
+    def __init__(self, libpath: Path, nthread: int | None = 1) -> None:
         import tl2cgen
 
         self._tl2cgen = tl2cgen
@@ -161,11 +162,11 @@ class CompiledTrees:
         self.num_feature: int = int(self._predictor.num_feature)
         self.num_target: int = int(self._predictor.num_target)
         self.num_class: list[int] = [int(c) for c in self._predictor.num_class]
-        self.objective: Optional[str] = self.meta.get("objective")
+        self.objective: str | None = self.meta.get("objective")
         self._lock = threading.Lock()
 
     @property
-    def compile_s(self) -> Optional[float]:
+    def compile_s(self) -> float | None:
         return self.meta.get("compile_s")
 
     def _as_matrix(self, X: np.ndarray) -> np.ndarray:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from essayscore import text as text_mod
 
 if TYPE_CHECKING:
-    from essayscore.encoder import Encoder
+    from essayscore.encoder import TextEncoder
 
 CHUNK_TEXTS = 256  # embed_with_cache writes to the cache after every chunk, so an interrupted run keeps its work
 
@@ -88,7 +89,7 @@ class EmbeddingCache:
 
 
 def embed_with_cache(
-    encoder: "Encoder", texts: Sequence[str], cache: EmbeddingCache | None, progress: bool = False
+    encoder: TextEncoder, texts: Sequence[str], cache: EmbeddingCache | None, progress: bool = False
 ) -> np.ndarray:
     """``(len(texts), encoder.dim)`` float32; only texts missing from ``cache`` are encoded (each distinct
     flattened text once), and their vectors are stored. ``cache=None`` encodes everything."""

@@ -30,7 +30,6 @@ import numpy as np
 CLASSES = ("correct", "spelling", "grammar", "missing", "unnecessary", "punctuation")
 ERROR_CLASSES = CLASSES[1:]
 HASH_BITS = 20
-DETECTOR_FILE = "error_detector.npz"
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
 _SENTENCE_END = frozenset(".!?")
@@ -136,7 +135,7 @@ class ErrorDetector:
                             bits=np.array(self.bits), classes=np.array(CLASSES))
 
     @classmethod
-    def load(cls, path: Path) -> "ErrorDetector":
+    def load(cls, path: Path) -> ErrorDetector:
         data = np.load(path, allow_pickle=False)
         if tuple(str(c) for c in data["classes"]) != CLASSES:
             raise ValueError(f"{path}: detector classes {list(data['classes'])} differ from {list(CLASSES)}")

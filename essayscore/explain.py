@@ -16,13 +16,13 @@ always add up to ``ielts_raw``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from essayscore.artifacts import Artifact
 from essayscore.bands import MAX_BAND, MIN_BAND
-from essayscore.scorer import SCORING_FILE, ScoringModel, length_term
+from essayscore.scoring_model import ScoringModel, length_term
 
 SEMANTIC_GROUP = "semantic_content"
 SCALE_LIMIT_GROUP = "scale_limit"  # what clipping to the 0-9 band scale removed (only for an off-scale score)
@@ -30,13 +30,12 @@ LENGTH_GROUP = "length_structure"
 
 
 class Explainer:
-    def __init__(self, artifact_dir: Path, model: ScoringModel | None = None):
-        artifact_dir = Path(artifact_dir)
-        self.model = model or ScoringModel.load(artifact_dir)
+    def __init__(self, artifact: Artifact | Path, model: ScoringModel | None = None):
+        artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.model = model or artifact.scoring_model()
         self.booster = getattr(self.model.trees, "regressor", None)
-        self.model_features: list[str] = json.loads((artifact_dir / SCORING_FILE).read_text())["feature_names"]
-        registry = json.loads((artifact_dir / "feature_registry.json").read_text())
-        self.registry = {entry["name"]: entry for entry in registry}
+        self.model_features: list[str] = artifact.scoring["feature_names"]
+        self.registry = {entry["name"]: entry for entry in artifact.registry}
         self.groups = [self.registry[n]["group"] if n in self.registry else SEMANTIC_GROUP for n in self.model_features]
         self.word_index = self.model_features.index("word_count")
 
@@ -59,6 +58,7 @@ class Explainer:
         """TreeSHAP of the residual trees alone: (n, M) values and (n,) base values."""
         import xgboost as xgb
 
+        assert self.booster is not None  # contributions() calls this only when there are trees
         values = self.booster.predict(xgb.DMatrix(np.atleast_2d(x).astype(np.float32)), pred_contribs=True)
         return values[:, :-1], values[:, -1]
 

@@ -1,36 +1,35 @@
-"""ONNX Runtime drop-in for :class:`essayscore.encoder.Encoder` (serving side of ``training/export_onnx.py``).
+"""The encoder on ONNX Runtime: a :class:`essayscore.encoder.TextEncoder` like the torch one (serving side of the
+ONNX export in ``training``).
 
 Only step 2 of the encoder pipeline changes (see :mod:`essayscore.encoder`): tokenisation and windowing are the
-Encoder's own (a tokenizer-only :class:`Encoder` is held, its torch weights are never loaded), the window
+:class:`essayscore.encoder.Windower`'s, the window
 vectors come from an ONNX graph ``(input_ids, attention_mask) int64 -> embedding float32 (batch, dim)`` that
 already contains the masked mean pooling, and :func:`pool_windows` combines them per text exactly as the torch
-path does. ``model_id`` is the *artifact's* encoder id, so :class:`essayscore.pipeline.EssayScorer` accepts it::
+path does. ``model_id`` is the *artifact's* encoder id, so :class:`essayscore.essay_scorer.EssayScorer` accepts it::
 
     enc = OnnxEncoder.from_dir("exports/v2026...", variant="int8")
     scorer = EssayScorer(artifact_dir, encoder=enc)
 
-A folder written by ``python -m training.export_onnx`` is self-contained: ``encoder.{fp32,fp16,int8}.onnx``,
+A folder written by ``python -m training.onnx_export`` is self-contained: ``encoder.{fp32,fp16,int8}.onnx``,
 the tokenizer files, the backbone ``config.json`` (positions / hidden size, no weights) and ``onnx_encoder.json``
 (window, stride, model_id, dim, name).
 
-Note: :mod:`essayscore.encoder` imports torch at module level, so this module still needs torch importable
-(not used for inference). Dropping that needs the windowing code moved to a torch-free module (see the report
-of the export task).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from essayscore.encoder import Encoder, Windows, encode_texts, length_sorted_batches
+from essayscore.encoder import Windower, encode_texts
 from essayscore.settings import threads_per_worker
+from essayscore.windows import Windows, length_sorted_batches
 
 META_FILE = "onnx_encoder.json"
-ARTIFACT_EXPORT_DIR = "encoder_onnx"  # an artifact's validated serving export (written by training)
 VARIANT_FILES = {"fp32": "encoder.fp32.onnx", "fp16": "encoder.fp16.onnx", "int8": "encoder.int8.onnx"}
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embedding"
@@ -94,8 +93,8 @@ class OnnxEncoder:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
 
-        # Tokenizer-only Encoder: the single implementation of tokenisation + windowing (weights never loaded).
-        self._windower = Encoder(tokenizer_source, window=int(window), stride=int(stride), batch_size=batch_size)
+        # the single implementation of tokenisation + windowing
+        self._windower = Windower(tokenizer_source, window=int(window), stride=int(stride), batch_size=batch_size)
         self.name = str(meta.get("name") or self._windower.name)
         self.window, self.stride, self.batch_size = int(window), int(stride), int(batch_size)
         self.model_id = str(model_id)
@@ -118,8 +117,8 @@ class OnnxEncoder:
             raise ValueError(f"{self.onnx_path}: graph dim {self.dim} != backbone hidden size {self._windower.dim}")
 
     @classmethod
-    def from_dir(cls, directory: str | Path, variant: str = "int8", **kwargs) -> "OnnxEncoder":
-        """An export folder (``python -m training.export_onnx --out DIR``) and one of its variants."""
+    def from_dir(cls, directory: str | Path, variant: str = "int8", **kwargs) -> OnnxEncoder:
+        """An export folder (``python -m training.onnx_export --out DIR``) and one of its variants."""
         directory = Path(directory)
         if variant not in VARIANT_FILES:
             raise ValueError(f"variant must be one of {sorted(VARIANT_FILES)}, got {variant!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,12 +37,12 @@ class Settings(BaseSettings):
     # encoder 2.5x faster here at the same test QWK (docs/performance.md). "torch": PyTorch fp32, the encoder the
     # trees were trained on. The export's model_id must equal the artifact's.
     embedded_encoder: Literal["onnx", "torch"] = "onnx"
-    onnx_encoder_dir: Optional[Path] = None  # e.g. a Triton repository's encoder/1 or `essayscore export-onnx` output
+    onnx_encoder_dir: Path | None = None  # e.g. a Triton repository's encoder/1 or `essayscore export-onnx` output
     onnx_encoder_variant: Literal["fp32", "fp16", "int8"] = "int8"
 
     # --- grammar checker ----------------------------------------------------------------------------
     # When set, the LanguageTool HTTP API (/v2/check) is used instead of the embedded offline checker.
-    languagetool_url: Optional[str] = None
+    languagetool_url: str | None = None
     languagetool_timeout_s: float = 10.0
 
     # --- serving ------------------------------------------------------------------------------------

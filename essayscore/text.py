@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TypeGuard
 
 _TRANSLATE = str.maketrans(
     {
@@ -24,6 +25,15 @@ _SPACES = re.compile(r"[ \f\v]+")
 _NEWLINES = re.compile(r"\s*\n\s*")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?])")
 _WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+
+
+def has_prompt(prompt: str | None) -> TypeGuard[str]:
+    """The one rule for "this essay has a prompt": a prompt with something other than whitespace in it."""
+    return prompt is not None and bool(prompt.strip())
+
+
+def prompt_or_none(prompt: str | None) -> str | None:
+    return prompt if has_prompt(prompt) else None
 
 
 def normalize(text: str) -> str:

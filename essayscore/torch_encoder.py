@@ -1,6 +1,6 @@
-"""The torch side of the encoder: the exported graph (mean pooling inside), weight loading, thread setup and
-batched window inference. Imported only when torch weights are needed, so tokenizer-only users (the ONNX and
-Triton runtimes, the Triton python models) never import torch."""
+"""The encoder on PyTorch: :class:`TorchEncoder` (training, the reference every export is validated against,
+and the embedded runtime's fallback), the exported graph (mean pooling inside), weight loading and thread setup.
+Imported only when torch weights are needed, so the ONNX and Triton paths never import torch."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from essayscore.encoder import Windows, _local_model_dir, length_sorted_batches
+from essayscore.encoder import Windower, encode_texts, local_model_dir
 from essayscore.settings import threads_per_worker
+from essayscore.windows import Windows, length_sorted_batches
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _threads_configured = False
@@ -54,7 +55,7 @@ class MeanPooledEncoder(torch.nn.Module):
         self.uses_token_types = bool(accepts_types and getattr(config, "type_vocab_size", 0) > 1)
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str) -> "MeanPooledEncoder":
+    def from_pretrained(cls, path_or_id: str) -> MeanPooledEncoder:
         return cls(load_backbone(path_or_id)).eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -70,14 +71,17 @@ def load_backbone(path_or_id: str) -> torch.nn.Module:
     """The bare ``AutoModel`` (no pooler head, float32, eval mode) from local files only."""
     from transformers import AutoConfig, AutoModel
 
-    folder = str(_local_model_dir(path_or_id))
+    folder = str(local_model_dir(path_or_id))
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     kwargs = {}
     try:
         model_class = AutoModel._model_mapping[type(config)]
     except (AttributeError, KeyError):
         model_class = None
-    if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+    # transformers annotates the mapping's values as tuples; AutoModel's are model classes
+    if model_class is not None and "add_pooling_layer" in inspect.signature(
+        model_class.__init__  # type: ignore[misc]
+    ).parameters:
         kwargs["add_pooling_layer"] = False  # the pooler is unused (and often absent from sentence checkpoints)
     with _quiet_transformers():  # the "pooler weights unused" load report and progress bar are expected noise
         model = AutoModel.from_pretrained(folder, config=config, local_files_only=True, **kwargs)
@@ -109,3 +113,29 @@ def embed_windows(module: MeanPooledEncoder, windows: Windows, dim: int, batch_s
         mask = torch.from_numpy(windows.attention_mask[batch, :width]).to(device)
         out[batch] = module(ids, mask).float().cpu().numpy()
     return out
+
+
+class TorchEncoder(Windower):
+    """A frozen encoder on PyTorch: the :class:`Windower`'s windows, embedded by :class:`MeanPooledEncoder`."""
+
+    def __init__(self, name: str | None = None, window: int | None = None, stride: int | None = None,
+                 batch_size: int | None = None, device: str = "cpu"):
+        super().__init__(name, window=window, stride=stride, batch_size=batch_size)
+        self.device = device
+        self._module: MeanPooledEncoder | None = None  # loaded on first use: windows/model_id need no weights
+
+    @property
+    def module(self) -> MeanPooledEncoder:
+        """The torch graph (eval mode), loaded on first access."""
+        if self._module is None:
+            if str(self.device).startswith("cpu"):
+                configure_torch_threads()
+            self._module = MeanPooledEncoder(load_backbone(str(self.folder))).to(self.device).eval()
+        return self._module
+
+    def embed_windows(self, windows: Windows, progress: bool = False) -> np.ndarray:
+        """``(n_windows, dim)`` float32 window embeddings; batches of similar length to limit padding."""
+        return embed_windows(self.module, windows, self.dim, self.batch_size, self.device,
+                             progress_label=f"encoding ({self.name})" if progress else None)
+
+    encode = encode_texts

@@ -1,6 +1,6 @@
 """The tensors of the Triton ``essay_scorer`` graph: names, dtypes, shapes, and a client-side request/response helper.
 
-One declaration serves the repository generator (``training.build_repository`` writes every ``config.pbtxt``
+One declaration serves the repository generator (``training.repository`` writes every ``config.pbtxt``
 from these specs), the python-backend models (they read and write tensors by these names) and clients
 (``build_request`` / ``decode_response`` with ``tritonclient.http`` or ``tritonclient.grpc``; the BentoML Triton
 runtime reuses them).
@@ -17,10 +17,14 @@ request; Triton runs concurrent requests in parallel across model instances.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from essayscore.result import EssayResult
 
 ENSEMBLE = "essay_scorer"
 CEFR_CLASSES = 6  # A1..C2 (essayscore.bands.CEFR_LEVELS)
@@ -56,7 +60,7 @@ class TensorSpec:
     def numpy_dtype(self):
         return DTYPES[self.dtype][1]
 
-    def resolved(self, sizes: Mapping[str, int]) -> "TensorSpec":
+    def resolved(self, sizes: Mapping[str, int]) -> TensorSpec:
         return TensorSpec(self.name, self.dtype, resolve_dims(self.dims, sizes), self.optional)
 
 
@@ -81,6 +85,7 @@ IELTS_BAND = TensorSpec("IELTS_BAND", "FP32", (1,))
 BAND_INTERVAL = TensorSpec("BAND_INTERVAL", "FP32", (2,))
 CEFR = TensorSpec("CEFR", "BYTES", (1,))
 CEFR_PROBABILITIES = TensorSpec("CEFR_PROBABILITIES", "FP32", (CEFR_CLASSES,))
+LENGTH_ADJUSTMENT = TensorSpec("LENGTH_ADJUSTMENT", "FP32", (1,))
 MODEL_VERSION = TensorSpec("MODEL_VERSION", "BYTES", (1,))
 # (1, n): a batch of one row, so that it feeds the batching tree model (FIL needs max_batch_size > 0) directly
 FEATURE_VECTOR = TensorSpec("FEATURE_VECTOR", "FP32", (1, "n_model_features"))
@@ -105,7 +110,8 @@ ASSEMBLE_INPUTS = (FEATURES, EMBEDDING, WINDOW_OWNER, WINDOW_TOKENS)
 ASSEMBLE_OUTPUTS = (FEATURE_VECTOR,)
 # postprocess also reads the model input row: the linear part and the length terms of ScoringModel.finish need it
 POSTPROCESS_INPUTS = (RAW_BAND, FEATURE_VECTOR)
-POSTPROCESS_OUTPUTS = (IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR, CEFR_PROBABILITIES, MODEL_VERSION)
+POSTPROCESS_OUTPUTS = (IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR, CEFR_PROBABILITIES, LENGTH_ADJUSTMENT,
+                       MODEL_VERSION)
 ENSEMBLE_INPUTS = (ESSAY, PROMPT)
 ENSEMBLE_OUTPUTS = POSTPROCESS_OUTPUTS + (FEATURE_VECTOR, GRAMMAR_MATCHES)
 
@@ -137,11 +143,14 @@ def build_request(client_or_module, essay: str, prompt: str | None = None,
                   outputs: Sequence[TensorSpec] = ENSEMBLE_OUTPUTS):
     """``(inputs, requested_outputs)`` for ``client.infer(ENSEMBLE, inputs, outputs=requested_outputs)``.
 
-    ``prompt`` None or "" sends no PROMPT tensor (the input is optional in the ensemble)."""
+    A prompt that is None, empty or whitespace sends no PROMPT tensor (``essayscore.text.has_prompt``; the input is
+    optional in the ensemble)."""
+    from essayscore.text import has_prompt
+
     mod = _client_module(client_or_module)
     inputs = []
     for spec, value in ((ESSAY, essay), (PROMPT, prompt)):
-        if value is None or (spec is PROMPT and value == ""):
+        if value is None or (spec is PROMPT and not has_prompt(value)):
             continue
         tensor = mod.InferInput(spec.name, [1], spec.dtype)
         tensor.set_data_from_numpy(bytes_tensor([value]))
@@ -149,11 +158,27 @@ def build_request(client_or_module, essay: str, prompt: str | None = None,
     return inputs, [mod.InferRequestedOutput(spec.name) for spec in outputs]
 
 
-def decode_response(result) -> dict:
-    """An ``InferResult`` of the ensemble -> the in-process result dict (``Predictions.row`` keys) plus
-    ``model_version``, ``feature_vector`` (float32 array, ScoringModel.feature_names order) and ``grammar_matches``
-    (list of ``GrammarMatch.to_dict()``)."""
+def result_tensors(result: EssayResult) -> dict[str, np.ndarray]:
+    """The postprocess step's outputs for one result (the inverse of :func:`decode_response`)."""
+    return {
+        IELTS_RAW.name: np.array([result.ielts_raw], dtype=np.float32),
+        IELTS_BAND.name: np.array([result.ielts_band], dtype=np.float32),
+        BAND_INTERVAL.name: np.array(result.band_interval, dtype=np.float32),
+        CEFR.name: bytes_tensor([result.cefr]),
+        CEFR_PROBABILITIES.name: result.cefr_vector.astype(np.float32),
+        LENGTH_ADJUSTMENT.name: np.array([result.length_adjustment], dtype=np.float32),
+        MODEL_VERSION.name: bytes_tensor([result.model_version]),
+    }
+
+
+def decode_response(result, handcrafted: Callable[[np.ndarray], np.ndarray] | None = None) -> EssayResult:
+    """An ``InferResult`` of the ensemble -> :class:`essayscore.result.EssayResult`.
+
+    ``handcrafted``: recovers the raw handcrafted values from the model input row (the artifact's
+    ``Preprocessor.handcrafted``); without it they are left empty (a client without the artifact)."""
     from essayscore.bands import CEFR_LEVELS
+    from essayscore.features.grammar import GrammarMatch
+    from essayscore.result import EssayResult
 
     def arr(spec: TensorSpec) -> np.ndarray:
         value = result.as_numpy(spec.name)
@@ -163,19 +188,23 @@ def decode_response(result) -> dict:
 
     probabilities = arr(CEFR_PROBABILITIES).astype(np.float64)
     interval = arr(BAND_INTERVAL)
-    return {
-        "ielts_band": float(arr(IELTS_BAND)[0]),
-        "ielts_raw": float(arr(IELTS_RAW)[0]),
-        "band_interval": [float(interval[0]), float(interval[1])],
-        "cefr": decode_text(arr(CEFR)[0]),
-        "cefr_probabilities": {lvl: float(p) for lvl, p in zip(CEFR_LEVELS, probabilities)},
-        "model_version": decode_text(arr(MODEL_VERSION)[0]),
-        "feature_vector": arr(FEATURE_VECTOR).astype(np.float32),
-        "grammar_matches": json.loads(decode_text(arr(GRAMMAR_MATCHES)[0])),
-    }
+    x = arr(FEATURE_VECTOR).astype(np.float32)
+    matches = tuple(GrammarMatch(m["offset"], m["length"], m["category"], m["rule_id"], m["message"],
+                                 tuple(m.get("suggestions", ())))
+                    for m in json.loads(decode_text(arr(GRAMMAR_MATCHES)[0])))
+    return EssayResult(
+        ielts_band=float(arr(IELTS_BAND)[0]), ielts_raw=float(arr(IELTS_RAW)[0]),
+        band_interval=(float(interval[0]), float(interval[1])), cefr=decode_text(arr(CEFR)[0]),
+        cefr_probabilities={lvl: float(p) for lvl, p in zip(CEFR_LEVELS, probabilities)},
+        length_adjustment=float(arr(LENGTH_ADJUSTMENT)[0]), model_version=decode_text(arr(MODEL_VERSION)[0]),
+        feature_vector=x,
+        handcrafted=(handcrafted(x).reshape(-1).astype(np.float32) if handcrafted is not None
+                     else np.zeros(0, dtype=np.float32)),
+        matches=matches)
 
 
-def score(client, essay: str, prompt: str | None = None, model: str = ENSEMBLE, **infer_kwargs) -> dict:
+def score(client, essay: str, prompt: str | None = None, model: str = ENSEMBLE,
+          handcrafted: Callable[[np.ndarray], np.ndarray] | None = None, **infer_kwargs) -> EssayResult:
     """Score one essay with a ``tritonclient`` HTTP or gRPC client; see :func:`decode_response`."""
     inputs, outputs = build_request(client, essay, prompt)
-    return decode_response(client.infer(model, inputs, outputs=outputs, **infer_kwargs))
+    return decode_response(client.infer(model, inputs, outputs=outputs, **infer_kwargs), handcrafted)

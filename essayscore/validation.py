@@ -54,4 +54,5 @@ def check_essay(essay: object, prompt: object = None) -> tuple[str, str | None]:
     settings = get_settings()
     essay_text = check_text(essay, "essay", settings.max_essay_chars, required=True)
     prompt_text = check_text(prompt, "prompt", settings.max_prompt_chars, required=False)
+    assert essay_text is not None  # required=True raises instead of returning None
     return essay_text, prompt_text

@@ -6,9 +6,9 @@
 
 Runs ``locust --headless`` (bounded run time, --csv into a temporary folder), prints observed p50/p95/p99, error
 rate and throughput per endpoint against the budget, and exits 1 when any figure breaks it (2 on a run problem).
---start-embedded / --start-triton start the servers on free 127.0.0.1 ports and stop them afterwards (the Bento via
-tests/test_service.py's BentoServer; Triton via essayscore.triton_launcher on a cpu repository built by
-training.build_repository).
+--start-embedded / --start-triton start the servers on free 127.0.0.1 ports and stop them afterwards (the Bento and
+Triton via devtools.servers' BentoServer / TritonServer, the harness the test suite uses; Triton on a cpu repository
+built by training.repository, or on --triton-repo).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 from contextlib import ExitStack
 from pathlib import Path
+
+import tomllib
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -45,8 +46,9 @@ def latest_artifact() -> Path:
 
 
 def start_embedded(stack: ExitStack, model: Path, **env: str | None) -> str:
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_service import BentoServer  # the test suite's server harness (free port, readiness, process group)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from devtools.servers import BentoServer  # the shared server harness (free port, readiness, process group)
 
     # a path as the model tag: the Bento resolves the folder directly (no BentoML model store needed)
     # production threading (usable cores / workers), not the test suite's OMP_NUM_THREADS=1
@@ -60,14 +62,15 @@ def start_embedded(stack: ExitStack, model: Path, **env: str | None) -> str:
 def start_triton(stack: ExitStack, model: Path, protocol: str, repo: Path | None, cpu_variant: str = "int8"):
     """Triton on a cpu repository of ``model`` plus a Bento that calls it; returns (the Bento's URL, the server).
     The repository's encoder is the artifact's own validated int8 export when it ships one (no re-export)."""
-    from essayscore import triton_launcher
-    from training.build_repository import build_repository
+    from devtools.servers import TritonServer
+    from devtools.triton_launcher import prepare_stub_env
+    from training.repository import build_repository
 
     if repo is None:
         repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loadtest-triton-"))) / "model_repository"
         print(f"building the cpu Triton repository ({cpu_variant} encoder) in {repo} ...", flush=True)
         build_repository(model, repo, profile="cpu", cpu_variant=cpu_variant)
-    triton = triton_launcher.TritonServer(repo, stub_python_env=triton_launcher.prepare_stub_env())
+    triton = TritonServer(repo, stub_python_env=prepare_stub_env())
     print(f"starting tritonserver (http {triton.http_url}, grpc {triton.grpc_url}) ...", flush=True)
     stack.callback(triton.stop)
     triton.start(timeout_s=180)
@@ -91,7 +94,9 @@ def warm_up(host: str, requests: int) -> None:
             client.post("/score_batch", json={"items": [{"essay": essay}, {"essay": essay[::-1]}]}).raise_for_status()
 
 
-def run_locust(host: str, users: int, spawn_rate: float, run_time: str, out: Path, tags: list[str] | None = None) -> Path:
+def run_locust(
+    host: str, users: int, spawn_rate: float, run_time: str, out: Path, tags: list[str] | None = None
+) -> Path:
     prefix = out / "loadtest"
     cmd = [str(BIN / "locust"), "-f", str(HERE / "locustfile.py"), "--headless", "--host", host,
            "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", run_time, "--stop-timeout", "30",

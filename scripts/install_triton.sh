@@ -8,7 +8,7 @@
 # with --no-deps. The client side is tritonclient[http,grpc], installed with the project's "export" extra.
 # It then prepares (once) the server tree under the project cache and the python backend "stub env": the server
 # 2.51 python backend stub needs numpy 1.x (under numpy 2 it returns empty outputs), so python-backend models run
-# on a small venv holding numpy==1.26.4 that chains to VENV's site-packages (see essayscore/triton_launcher.py).
+# on a small venv holding numpy==1.26.4 that chains to VENV's site-packages (see devtools/triton_launcher.py).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -50,9 +50,12 @@ if [[ ! -f "$bin" ]]; then
 fi
 echo "tritonserver binary: $bin"
 
-if "$PY" -c "import essayscore.triton_launcher" 2>/dev/null; then
-    "$PY" -m essayscore.triton_launcher --prepare-stub-env
+# devtools/ is a development package of this checkout: run it from the repository root (importable from there
+# whether or not the project is installed editable).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if (cd "$ROOT" && "$PY" -c "import devtools.triton_launcher") 2>/dev/null; then
+    (cd "$ROOT" && "$PY" -m devtools.triton_launcher --prepare-stub-env)
 else
-    echo "essayscore is not importable from $PY: skipped the stub env;" \
-         "run 'python -m essayscore.triton_launcher --prepare-stub-env' later" >&2
+    echo "devtools.triton_launcher is not importable from $PY: skipped the stub env;" \
+         "run 'python -m devtools.triton_launcher --prepare-stub-env' (from $ROOT) later" >&2
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test command: set up .venv (idempotent), then run the whole pytest suite.
+# The test command: set up .venv (idempotent), then run the whole pytest suite; arguments go to pytest.
+#   scripts/test.sh                  # everything (trains a small model, exports ONNX, starts Bento + Triton)
+#   scripts/test.sh -m "not slow"    # the fast loop: no training, export, bento build or server start
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -1,3 +1,6 @@
+"""Artifacts: manifest hashes, the model store, and the feature-registry check every runtime makes at load."""
+
+import json
 
 import pytest
 
@@ -47,3 +50,67 @@ def test_register_in_bentoml_store_and_resolve_by_tag(tmp_path):
     assert artifacts.resolve("v20260102-000000", tmp_path) == d
     with pytest.raises(artifacts.ArtifactError, match="no artifact"):
         artifacts.resolve("essayscore:v19990101-000000", tmp_path / "nowhere")
+
+
+def _with_registry(tmp_path, registry):
+    d = tmp_path / "v20260104-000000"
+    d.mkdir()
+    (d / artifacts.Layout.REGISTRY).write_text(json.dumps(registry))
+    artifacts.write_manifest(d, d.name)
+    return d
+
+
+def test_artifact_opens_with_this_codes_registry(tmp_path):
+    a = artifacts.Artifact(_with_registry(tmp_path, artifacts.code_registry()))
+    assert a.version == "v20260104-000000" and a.registry == artifacts.code_registry()
+
+
+@pytest.mark.parametrize("change", ["swap two features", "rename one", "drop the last"])
+def test_artifact_refuses_a_registry_that_is_not_this_codes(tmp_path, change):
+    registry = artifacts.code_registry()
+    if change == "swap two features":
+        registry[3], registry[4] = registry[4], registry[3]
+    elif change == "rename one":
+        registry[10] = {**registry[10], "name": registry[10]["name"] + "_v2"}
+    else:
+        registry = registry[:-1]
+    with pytest.raises(artifacts.ArtifactError, match="feature registry differs from this code's"):
+        artifacts.Artifact(_with_registry(tmp_path, registry))
+
+
+def _reordered_copy(trained_artifact, tmp_path):
+    """A real artifact whose registry lists two features the other way round (hashes re-written, so only the
+    registry check can catch it)."""
+    import shutil
+
+    copy = tmp_path / "reordered"
+    shutil.copytree(trained_artifact, copy)
+    registry = json.loads((copy / artifacts.Layout.REGISTRY).read_text())
+    registry[0], registry[1] = registry[1], registry[0]
+    (copy / artifacts.Layout.REGISTRY).write_text(json.dumps(registry))
+    artifacts.write_manifest(copy, artifacts.verify(trained_artifact)["version"])
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["embedded", "triton"])
+def test_every_runtime_refuses_a_reordered_registry_at_load(trained_artifact, tmp_path, runtime):
+    from essayscore.runtimes import load_runtime
+
+    copy = _reordered_copy(trained_artifact, tmp_path)
+    with pytest.raises(artifacts.ArtifactError, match="feature registry differs"):
+        load_runtime(runtime, copy)
+
+
+@pytest.mark.slow
+def test_the_triton_steps_refuse_a_reordered_registry_at_load(trained_artifact, tmp_path):
+    from essayscore.triton_models.steps import AssembleStep, PostprocessStep
+
+    copy = artifacts.Artifact(trained_artifact).copy_subset(tmp_path / "subset", artifacts.Layout.SCORING_FILES)
+    PostprocessStep(copy, "v")  # the untouched subset loads
+    registry = json.loads((copy / artifacts.Layout.REGISTRY).read_text())
+    (copy / artifacts.Layout.REGISTRY).write_text(json.dumps(registry[::-1]))
+    artifacts.write_manifest(copy, "v")
+    for step in (lambda: AssembleStep(copy), lambda: PostprocessStep(copy, "v")):
+        with pytest.raises(artifacts.ArtifactError, match="feature registry differs"):
+            step()

@@ -13,7 +13,7 @@ xgb = pytest.importorskip("xgboost")
 pytest.importorskip("treelite")
 pytest.importorskip("tl2cgen")
 
-from essayscore.compiled_trees import CompiledTrees, compile_xgboost  # noqa: E402
+from essayscore.compiled_trees import CompiledTrees, compile_xgboost
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the shared library")
 
@@ -128,23 +128,25 @@ def test_rejects_wrong_feature_count(tmp_path: Path, data) -> None:
     assert compiled.predict(X[:0]).shape == (0,)
 
 
+@pytest.mark.slow  # the session's trained artifact
 def test_trained_models_compile_and_match_xgboost_on_real_test_essays(trained_artifact: Path, shared_essays, tmp_path):
     """The shipped artifact's residual trees (its only trees: CEFR probabilities come from the latent scale), on
     feature vectors of real held-out essays (the artifact's test split)."""
     import pandas as pd
 
-    from essayscore.pipeline import EssayScorer
-    from essayscore.scorer import REGRESSOR_FILE, XGBoostTrees
+    from essayscore.artifacts import Layout
+    from essayscore.essay_scorer import EssayScorer
+    from essayscore.scoring_model import XGBoostTrees
 
     split = pd.read_csv(trained_artifact / "splits.csv")
     test_ids = set(split.loc[split["split"] == "test", "essay_id"])
     rows = shared_essays[shared_essays["essay_id"].isin(test_ids)].head(24)
     assert len(rows) >= 10
     scored = EssayScorer(trained_artifact).score(list(rows["essay"]), list(rows["prompt"]))
-    x = np.stack([s.x for s in scored]).astype(np.float32)
+    x = np.stack([s.feature_vector for s in scored]).astype(np.float32)
     x[0, :5] = np.nan  # missing values route like XGBoost's
-    reference = XGBoostTrees.load(trained_artifact)
-    band = CompiledTrees(compile_xgboost(trained_artifact / REGRESSOR_FILE, tmp_path, "band"))
+    reference = XGBoostTrees.load(trained_artifact / Layout.TREES)
+    band = CompiledTrees(compile_xgboost(trained_artifact / Layout.TREES, tmp_path, "band"))
     expected = reference.predict_band(x)
     assert expected.shape == (len(x),) and np.ptp(expected) > 0  # real trees, not a constant
     np.testing.assert_allclose(band.predict(x), expected, atol=1e-5, rtol=0)

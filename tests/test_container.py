@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "build_image.sh"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.container,
     pytest.mark.skipif(os.environ.get("ESSAYSCORE_TEST_CONTAINER") != "1",
                        reason="builds and runs the OCI image (minutes, root, buildah, network to PyPI and Debian "

@@ -14,8 +14,9 @@ import torch
 
 from essayscore import text as text_mod
 from essayscore.embedding_cache import EmbeddingCache, embed_with_cache
-from essayscore.encoder import (Encoder, MeanPooledEncoder, Windows, length_sorted_batches, pool_windows,
-                                resolve_encoder_path, window_starts)
+from essayscore.encoder import resolve_encoder_path
+from essayscore.torch_encoder import MeanPooledEncoder, TorchEncoder
+from essayscore.windows import Windows, length_sorted_batches, pool_windows, window_starts
 
 try:
     from tiny_roberta import build_tiny_roberta, training_texts
@@ -40,8 +41,8 @@ def tiny_roberta_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def roberta(tiny_roberta_dir) -> Encoder:
-    return Encoder(tiny_roberta_dir, window=64, stride=48, batch_size=8)
+def roberta(tiny_roberta_dir) -> TorchEncoder:
+    return TorchEncoder(tiny_roberta_dir, window=64, stride=48, batch_size=8)
 
 
 class RowCounter:
@@ -60,7 +61,7 @@ class RowCounter:
         self._handle.remove()
 
 
-def assert_windows_cover(encoder: Encoder, text: str) -> int:
+def assert_windows_cover(encoder: TorchEncoder, text: str) -> int:
     """Windows of one text: template, length, count from stride, overlap, and every token covered."""
     ids = encoder.text_token_ids([text])[0]
     w = encoder.windows([text])
@@ -185,9 +186,15 @@ def test_pool_windows_is_token_weighted_mean():
 
 
 def test_paragraph_formatting_does_not_move_embedding(minilm):
-    a = "Firstly, \u201cwork\u201d matters\u2014a lot.\n\nSecondly, people  need rest .\n\n\nIn conclusion, balance is key."
+    a = (
+        "Firstly, \u201cwork\u201d matters\u2014a lot.\n\nSecondly, people  need rest .\n\n\n"
+        "In conclusion, balance is key."
+    )
     b = 'Firstly, "work" matters-a lot. Secondly, people need rest. In conclusion, balance is key.'
-    c = "  Firstly, \u201cwork\u201d matters\u2014a lot.\r\nSecondly,\tpeople need rest.\nIn conclusion, balance is key."
+    c = (
+        "  Firstly, \u201cwork\u201d matters\u2014a lot.\r\nSecondly,\tpeople need rest.\n"
+        "In conclusion, balance is key."
+    )
     assert text_mod.flatten(a) == text_mod.flatten(b) == text_mod.flatten(c)
     out = minilm.encode([a, b, c])
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
@@ -195,19 +202,19 @@ def test_paragraph_formatting_does_not_move_embedding(minilm):
 
 
 def test_model_id_depends_on_window_settings(minilm):
-    other_window = Encoder("minilm", window=512, stride=384)
-    other_stride = Encoder("minilm", window=256, stride=128)
+    other_window = TorchEncoder("minilm", window=512, stride=384)
+    other_stride = TorchEncoder("minilm", window=256, stride=128)
     ids = {minilm.model_id, other_window.model_id, other_stride.model_id}
     assert len(ids) == 3
     assert other_window._module is None  # windows / model_id need only the tokenizer and config
-    assert Encoder("minilm", window=256, stride=192).model_id == minilm.model_id  # stable
+    assert TorchEncoder("minilm", window=256, stride=192).model_id == minilm.model_id  # stable
 
 
 def test_invalid_window_settings_rejected():
     with pytest.raises(ValueError):
-        Encoder("minilm", window=1024, stride=256)  # MiniLM has 512 positions
+        TorchEncoder("minilm", window=1024, stride=256)  # MiniLM has 512 positions
     with pytest.raises(ValueError):
-        Encoder("minilm", window=256, stride=300)  # would skip tokens
+        TorchEncoder("minilm", window=256, stride=300)  # would skip tokens
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,4 +315,4 @@ def test_tiny_roberta_module_standalone(tiny_roberta_dir, roberta):
         out = module(torch.from_numpy(w.input_ids), torch.from_numpy(w.attention_mask))
     assert out.dtype == torch.float32 and out.shape == (1, 32)
     with pytest.raises(ValueError):
-        Encoder(tiny_roberta_dir, window=130, stride=64)  # 2 of the 130 positions are reserved
+        TorchEncoder(tiny_roberta_dir, window=130, stride=64)  # 2 of the 130 positions are reserved

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
+from essayscore.essay_scorer import EssayScorer
 from essayscore.explain import SEMANTIC_GROUP, Explainer
-from essayscore.scorer import length_term
 from essayscore.features import GROUPS
-from essayscore.pipeline import EssayScorer
+from essayscore.scoring_model import length_term
+
+pytestmark = pytest.mark.slow  # every test scores with the session's trained artifact
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +18,11 @@ def scored(trained_artifact, shared_essays):
 
 def test_shap_values_are_additive_and_match_the_band_output(trained_artifact, scored):
     explainer = Explainer(trained_artifact)
-    x = np.stack([s.x for s in scored])
+    x = np.stack([s.feature_vector for s in scored])
     explanations = explainer.explain(x, np.stack([s.handcrafted for s in scored]))
     for s, e in zip(scored, explanations):
-        assert e["output"] == pytest.approx(s.result["ielts_raw"], abs=1e-4)
-        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        assert e["output"] == pytest.approx(s.ielts_raw, abs=1e-4)
+        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.ielts_raw, abs=1e-4)
         assert set(e["groups"]) <= set(GROUPS) | {SEMANTIC_GROUP}
         for f in e["top_features"]:
             assert f["description"] and f["direction"] == ("raises" if f["contribution"] > 0 else "lowers")
@@ -31,7 +33,7 @@ def test_shap_values_are_additive_and_match_the_band_output(trained_artifact, sc
 def test_native_contributions_equal_shap_tree_explainer(trained_artifact, scored):
     shap = pytest.importorskip("shap")
     explainer = Explainer(trained_artifact)
-    x = np.stack([s.x for s in scored])
+    x = np.stack([s.feature_vector for s in scored])
     native, base = explainer.tree_contributions(x)
     reference = shap.TreeExplainer(explainer.booster)
     np.testing.assert_allclose(native, reference.shap_values(x), atol=1e-4)
@@ -55,8 +57,11 @@ def test_an_off_scale_score_stays_additive_with_the_clipped_amount_shown(trained
     texts = ["i like sport. sport is good. i play football every day with my friend. football is fun",
              "me go school. me no like. teacher bad. home good."]
     for s in scorer.score(texts):
-        e = explainer.explain(s.x[None], s.handcrafted[None])[0]
-        unclipped = float(explainer.contributions(s.x[None])[1][0] + explainer.contributions(s.x[None])[0].sum())
-        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.result["ielts_raw"], abs=1e-4)
-        assert e["output"] == pytest.approx(s.result["ielts_raw"], abs=1e-4)
+        e = explainer.explain(s.feature_vector[None], s.handcrafted[None])[0]
+        unclipped = float(
+            explainer.contributions(s.feature_vector[None])[1][0]
+            + explainer.contributions(s.feature_vector[None])[0].sum()
+        )
+        assert e["base_value"] + sum(e["groups"].values()) == pytest.approx(s.ielts_raw, abs=1e-4)
+        assert e["output"] == pytest.approx(s.ielts_raw, abs=1e-4)
         assert ("scale_limit" in e["groups"]) == (not 0.0 <= unclipped <= 9.0)

@@ -25,15 +25,27 @@ PROMPT = (
     "that building new roads is more important. Discuss both views and give your own opinion."
 )
 
-ESSAY = """Traffic congestion has become a serious problem in many cities. Some people argue that governments should invest in public transport, while others believe that new roads are the better solution. In my opinion, public transport deserves most of the funding.
+ESSAY = (
+    "Traffic congestion has become a serious problem in many cities. Some people argue that governments should "
+    "invest in public transport, while others believe that new roads are the better solution. In my opinion, "
+    "public transport deserves most of the funding.\n\n"
+    "On the one hand, building roads can reduce journey times in the short term. For example, a new motorway may "
+    "allow goods to reach markets more quickly, which supports the local economy. However, new roads often attract "
+    "more cars, so the congestion soon returns.\n\n"
+    "On the other hand, public transport moves large numbers of people efficiently. A single train can carry "
+    "hundreds of passengers, and buses produce far less pollution per person than private cars. Furthermore, cheap "
+    "and reliable services help people who cannot afford a car to reach schools, hospitals and jobs. As a result, "
+    "investment in transport networks benefits the whole community rather than only drivers.\n\n"
+    "In conclusion, although roads remain necessary, I believe that governments should spend more on trains and "
+    "buses because they are cleaner, fairer and more effective in the long run."
+)
 
-On the one hand, building roads can reduce journey times in the short term. For example, a new motorway may allow goods to reach markets more quickly, which supports the local economy. However, new roads often attract more cars, so the congestion soon returns.
-
-On the other hand, public transport moves large numbers of people efficiently. A single train can carry hundreds of passengers, and buses produce far less pollution per person than private cars. Furthermore, cheap and reliable services help people who cannot afford a car to reach schools, hospitals and jobs. As a result, investment in transport networks benefits the whole community rather than only drivers.
-
-In conclusion, although roads remain necessary, I believe that governments should spend more on trains and buses because they are cleaner, fairer and more effective in the long run."""
-
-UNRELATED = """Cooking at home is one of the most rewarding hobbies a person can have. Preparing a meal from fresh vegetables teaches patience and creativity. Many families enjoy baking bread together at the weekend, and children learn to measure flour and sugar carefully. Recipes passed down from grandparents keep cultural traditions alive. In conclusion, home cooking brings people together around the kitchen table."""
+UNRELATED = (
+    "Cooking at home is one of the most rewarding hobbies a person can have. Preparing a meal from fresh "
+    "vegetables teaches patience and creativity. Many families enjoy baking bread together at the weekend, and "
+    "children learn to measure flour and sugar carefully. Recipes passed down from grandparents keep cultural "
+    "traditions alive. In conclusion, home cooking brings people together around the kitchen table."
+)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +206,9 @@ def test_lexical_diversity_drops_with_repetition(fx):
     varied = fx.extract(ESSAY).values
     repetitive_text = " ".join(["Public transport is good and public transport is important."] * 25)
     repetitive = fx.extract(repetitive_text).values
-    for name in ("unique_word_count", "ttr", "root_ttr", "mtld", "hdd", "mattr", "hapax_share", "content_lemma_root_ttr"):
+    for name in (
+        "unique_word_count", "ttr", "root_ttr", "mtld", "hdd", "mattr", "hapax_share", "content_lemma_root_ttr"
+    ):
         assert f(repetitive, name) < f(varied, name), name
     assert f(repetitive, "maas") > f(varied, name="maas")
 
@@ -270,12 +284,12 @@ def test_connectives_raise_connective_rates(fx):
         "Firstly, cars pollute the air. However, trains are clean. Moreover, buses are cheap. For example, "
         "people need jobs. Therefore, cities grow fast. In conclusion, transport matters."
     )
-    p, l = fx.extract(plain).values, fx.extract(linked).values
+    plain_vals, linked_vals = fx.extract(plain).values, fx.extract(linked).values
     for kind in ("additive", "contrast", "causal", "sequential", "exemplification", "conclusion"):
-        assert f(l, f"connectives_{kind}_per_100w") > f(p, f"connectives_{kind}_per_100w") == 0, kind
-    assert f(l, "connective_variety") == 6
-    assert f(l, "connectives_per_100w") > 10 and f(p, "connectives_per_100w") == 0
-    assert f(l, "sentence_initial_connective_share") == 1.0
+        assert f(linked_vals, f"connectives_{kind}_per_100w") > f(plain_vals, f"connectives_{kind}_per_100w") == 0, kind
+    assert f(linked_vals, "connective_variety") == 6
+    assert f(linked_vals, "connectives_per_100w") > 10 and f(plain_vals, "connectives_per_100w") == 0
+    assert f(linked_vals, "sentence_initial_connective_share") == 1.0
 
 
 def test_cohesion_overlap_pronouns_and_repetition(fx):
@@ -353,3 +367,30 @@ def test_cmudict_prepared_offline_in_nltk_format(tmp_path):
         resources._READY.discard(str(root))
         while str(root) in nltk.data.path:
             nltk.data.path.remove(str(root))
+
+
+def test_feature_cache_is_keyed_by_the_feature_code(tmp_path, monkeypatch):
+    """Editing how a feature is computed, or upgrading a library it calls, must not reuse cached values."""
+    from importlib import metadata
+
+    import pandas as pd
+
+    from essayscore.features import registry
+    from training import matrices
+
+    essays = pd.DataFrame({"essay_id": ["a", "b"]})
+    key = matrices._feature_cache_path(tmp_path, essays, "harper")
+    assert matrices._feature_cache_path(tmp_path, essays, "harper") == key  # stable for the same code
+    sources = registry.feature_sources()
+    assert any(p.name == "lexical.py" for p in sources) and any(p.name == "text.py" for p in sources)
+    fingerprint = registry.feature_code_fingerprint()
+    # one edited line in one feature module: another fingerprint
+    edited = [tmp_path / "lexical.py" if p.name == "lexical.py" else p for p in sources]
+    (tmp_path / "lexical.py").write_bytes(next(p for p in sources if p.name == "lexical.py").read_bytes() + b"#\n")
+    assert registry.feature_code_fingerprint(edited) != fingerprint
+    assert registry.feature_code_fingerprint(sources) == fingerprint
+    # a new spaCy version: another fingerprint, and another cache file
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "spacy" else real_version(name))
+    assert registry.feature_code_fingerprint() != fingerprint
+    assert matrices._feature_cache_path(tmp_path, essays, "harper") != key

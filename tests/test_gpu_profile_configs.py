@@ -18,7 +18,7 @@ from essayscore import triton_io as io
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("onnxconverter_common")
 
-from training.build_repository import (  # noqa: E402
+from training.repository import (
     RepositoryError,
     check_repository,
     parse_config,
@@ -26,15 +26,6 @@ from training.build_repository import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def gpu_repo(trained_artifact: Path, tmp_path_factory) -> Path:
-    from training.build_repository import build_repository
-
-    out = tmp_path_factory.mktemp("triton-gpu") / "model_repository"
-    build_repository(trained_artifact, out, profile="gpu")
-    return out
 
 
 def _kinds(config) -> list[str]:
@@ -52,8 +43,7 @@ def _broken_copy(repo: Path, tmp_path: Path) -> Path:
 
 
 def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -> None:
-    from essayscore.artifacts import sha256_file
-    from essayscore.error_detector import DETECTOR_FILE
+    from essayscore.artifacts import Layout, sha256_file
 
     assert check_repository(gpu_repo, "gpu") == []
     configs = {p.parent.name: parse_config(p) for p in gpu_repo.glob("*/config.pbtxt")}
@@ -75,7 +65,7 @@ def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -
     embedding = [t for t in configs[io.ASSEMBLE].input if t.name == io.EMBEDDING.name][0]
     assert pb.DataType.Name(embedding.data_type) == onnx_dtype
     report = json.loads((gpu_repo / "encoder" / "1" / "export_report.json").read_text())
-    assert report["variants"]["fp16"]["passed"] is True  # validated against PyTorch by training.export_onnx
+    assert report["variants"]["fp16"]["passed"] is True  # validated against PyTorch by training.onnx_export
 
     # the residual trees: a FIL regressor (no classifier in the graph: CEFR probabilities come from postprocess)
     fil = configs[io.BAND_REGRESSOR]
@@ -102,7 +92,7 @@ def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -
 
     # preprocess gets the artifact's learned error detector (without it the learned_errors features are NaN)
     detector = {k: v.string_value for k, v in configs[io.PREPROCESS].parameters.items()}["error_detector"]
-    assert sha256_file(gpu_repo / io.PREPROCESS / "1" / detector) == sha256_file(trained_artifact / DETECTOR_FILE)
+    assert sha256_file(gpu_repo / io.PREPROCESS / "1" / detector) == sha256_file(trained_artifact / Layout.DETECTOR)
 
     for name in (io.PREPROCESS, io.ASSEMBLE, io.POSTPROCESS):  # python models run on the CPU in both profiles
         assert configs[name].backend == "python" and _kinds(configs[name]) == ["KIND_CPU"]
@@ -113,7 +103,7 @@ def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -
 
 def test_same_graph_as_cpu_profile(gpu_repo: Path) -> None:
     """Only backends differ between the profiles: the ensemble config is the one the cpu profile serves."""
-    from training.build_repository import EncoderGraph, GraphSizes, config_text, ensemble_spec
+    from training.repository import EncoderGraph, GraphSizes, config_text, ensemble_spec
 
     meta = json.loads((gpu_repo / "repository.json").read_text())
     sizes = GraphSizes(**meta["sizes"])
@@ -162,15 +152,13 @@ def test_missing_error_detector_is_caught(gpu_repo: Path, tmp_path: Path) -> Non
 
 def test_artifact_without_trees_is_refused(trained_artifact: Path, tmp_path: Path) -> None:
     """No residual trees (``has_trees`` false): nothing for band_regressor to serve, so no repository is built."""
-    from essayscore.artifacts import ArtifactError, verify, write_manifest
-    from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
-    from essayscore.scorer import REGRESSOR_FILE, SCORING_FILE
-    from training.build_repository import build_repository
+    from essayscore.artifacts import ArtifactError, Layout, verify, write_manifest
+    from training.repository import build_repository
 
     artifact = tmp_path / "artifact"
-    shutil.copytree(trained_artifact, artifact, ignore=shutil.ignore_patterns(ARTIFACT_EXPORT_DIR, REGRESSOR_FILE))
-    scoring = json.loads((artifact / SCORING_FILE).read_text())
-    (artifact / SCORING_FILE).write_text(json.dumps({**scoring, "has_trees": False}))
+    shutil.copytree(trained_artifact, artifact, ignore=shutil.ignore_patterns(Layout.ONNX_EXPORT, Layout.TREES))
+    scoring = json.loads((artifact / Layout.SCORING).read_text())
+    (artifact / Layout.SCORING).write_text(json.dumps({**scoring, "has_trees": False}))
     write_manifest(artifact, verify(trained_artifact)["version"])
     out = tmp_path / "model_repository"
     with pytest.raises(ArtifactError, match="no residual trees"):

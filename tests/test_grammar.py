@@ -126,7 +126,9 @@ class _LTHandler(BaseHTTPRequestHandler):
                 {
                     "message": "Possible spelling mistake found.",
                     "shortMessage": "Spelling mistake",
-                    "replacements": [{"value": v} for v in ["receive", "relieve", "reprieve", "recipe", "revive", "rive"]],
+                    "replacements": [
+                        {"value": v} for v in ["receive", "relieve", "reprieve", "recipe", "revive", "rive"]
+                    ],
                     "offset": u16(i),
                     "length": 7,
                     "context": {"text": text, "offset": u16(i), "length": 7},

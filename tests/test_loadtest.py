@@ -1,6 +1,10 @@
 """Short load tests (loadtests/run.py + loadtests/locustfile.py) on the session's trained artifact: the embedded
 Bento and the Triton-backed Bento stay within the ``ci`` budget, the deliberately invalid requests are answered 4xx
-(successes, not failures), and an impossible budget makes the runner exit non-zero naming the broken figure."""
+(successes, not failures), and an impossible budget makes the runner exit non-zero naming the broken figure.
+
+The embedded Bento is conftest's session ``bento`` (shared with tests/test_service.py); the Triton run starts its
+own servers through the runner (``--start-triton``) on conftest's session ``cpu_repo`` (``--triton-repo``: no
+second repository build). The budget check itself (no servers) is in the fast loop."""
 
 from __future__ import annotations
 
@@ -11,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from essayscore import triton_launcher
+from devtools import triton_launcher
 
 pytest.importorskip("locust")
 pytest.importorskip("httpx")
-
-from test_service import BentoServer  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "loadtests" / "run.py"
@@ -42,13 +42,7 @@ def assert_invalid_answered_4xx(rows: dict) -> None:
     assert rows["Aggregated"]["failures"] == 0
 
 
-@pytest.fixture(scope="module")
-def bento(trained_artifact: Path):
-    server = BentoServer(trained_artifact, ESSAYSCORE_RUNTIME="embedded").start()
-    yield server
-    server.stop()
-
-
+@pytest.mark.slow
 def test_embedded_within_ci_budget(bento, tmp_path) -> None:
     r, rows = run_loadtest(tmp_path, "--host", bento.url, "--budget", "ci")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -57,6 +51,7 @@ def test_embedded_within_ci_budget(bento, tmp_path) -> None:
     assert_invalid_answered_4xx(rows)
 
 
+@pytest.mark.slow
 def test_impossible_budget_fails_and_names_the_figure(bento, tmp_path) -> None:
     budget = tmp_path / "impossible.toml"
     budget.write_text('[impossible]\nmax_error_rate = 0.5\n\n[impossible.endpoints."/score"]\np95_ms = 0.001\n')
@@ -68,13 +63,11 @@ def test_impossible_budget_fails_and_names_the_figure(bento, tmp_path) -> None:
     assert broken and "BROKEN" in broken[0], r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not triton_launcher.is_installed(), reason="tritonserver binary not installed")
-def test_triton_within_ci_budget(trained_artifact, tmp_path) -> None:
-    try:
-        triton_launcher.prepare_stub_env()
-    except Exception as exc:  # pragma: no cover - offline without a cached numpy 1.26 wheel
-        pytest.skip(f"could not prepare the python backend stub env: {exc}")
-    r, rows = run_loadtest(tmp_path, "--start-triton", "--model", str(trained_artifact), "--budget", "ci")
+def test_triton_within_ci_budget(trained_artifact, cpu_repo, stub_env, tmp_path) -> None:
+    r, rows = run_loadtest(tmp_path, "--start-triton", "--model", str(trained_artifact), "--triton-repo",
+                           str(cpu_repo), "--budget", "ci")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "budget met" in r.stdout
     assert_invalid_answered_4xx(rows)
@@ -82,6 +75,7 @@ def test_triton_within_ci_budget(trained_artifact, tmp_path) -> None:
 
 def test_target_profile_judges_latency_at_1_user_and_throughput_at_8() -> None:
     import importlib.util
+
     import tomllib
 
     spec = importlib.util.spec_from_file_location("loadtest_run", RUNNER)

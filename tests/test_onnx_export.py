@@ -16,15 +16,17 @@ import onnx
 import pytest
 import torch
 
-import training.export_onnx as export_onnx
-from essayscore.encoder import Encoder
+import training.onnx_export.graph as export_onnx
 from essayscore.onnx_encoder import META_FILE, VARIANT_FILES, OnnxEncoder, make_session
-from training.export_onnx import ExportValidationError, cosine_rows, export_encoder
+from essayscore.torch_encoder import TorchEncoder
+from training.onnx_export import ExportValidationError, cosine_rows, export_encoder
 
 try:
     from tiny_roberta import build_tiny_roberta, training_texts
 except ImportError:  # tests/ imported as a package
     from tests.tiny_roberta import build_tiny_roberta, training_texts
+
+pytestmark = pytest.mark.slow  # every test exports a graph to ONNX (one also scores with the trained artifact)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,6 @@ def essays() -> list[str]:
 @pytest.fixture(scope="module")
 def validation_texts(essays) -> list[str]:
     return essays[:3] + essays[60:63]  # long (multi-window) and typical essays
-
-
-@pytest.fixture(scope="module")
-def minilm_export(minilm, validation_texts, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("minilm-onnx")
-    return out, export_encoder(minilm, out, validation_texts=validation_texts)
 
 
 def _no_staging_left(directory: Path) -> bool:
@@ -135,8 +131,8 @@ def test_embedded_runtime_serves_the_onnx_export(minilm_export, trained_artifact
         "torch-fp32", "onnx-fp32", "onnx-int8")
     assert isinstance(int8_rt.scorer.encoder, OnnxEncoder)
     want, got = torch_rt.score(items), fp32_rt.score(items)
-    for a, b in zip(want.scored, got.scored):
-        assert b.result["ielts_raw"] == pytest.approx(a.result["ielts_raw"], abs=1e-3)
+    for a, b in zip(want.results, got.results):
+        assert b.ielts_raw == pytest.approx(a.ielts_raw, abs=1e-3)
     assert {"tokenise_ms", "encoder_ms"} <= set(int8_rt.score(items).timings_ms)
 
     other = tmp_path / "other-export"
@@ -203,7 +199,7 @@ def test_keep_passing_writes_only_the_variants_that_pass(minilm, validation_text
 
 def test_tiny_roberta_exports_without_token_type_ids(tmp_path, essays):
     folder = build_tiny_roberta(tmp_path / "tiny-roberta")
-    roberta = Encoder(folder, window=64, stride=48, batch_size=8)
+    roberta = TorchEncoder(folder, window=64, stride=48, batch_size=8)
     assert not roberta.module.uses_token_types
     out = tmp_path / "roberta-onnx"
     texts = essays[:2] + essays[80:82]

@@ -5,10 +5,27 @@ import numpy as np
 import pytest
 
 from essayscore.bands import bands_to_cefr_index
-from essayscore.scorer import (IELTS_CUTS, LENGTH_CEILING, LENGTH_FLOOR, bands_from_raw, cefr_distribution,
-                               length_term, under_length)
-from training.fit import (CEFR_LATENT_BOUNDARIES, MAX_BAND_SCALE, FitConfig, Matrices, Ordinal, TreeConfig, fit_scoring_model,
-                          ordinal_grad_hess, ordinal_nll, predict_rows)
+from essayscore.scoring_model import (
+    IELTS_CUTS,
+    LENGTH_CEILING,
+    LENGTH_FLOOR,
+    bands_from_raw,
+    cefr_distribution,
+    length_term,
+    under_length,
+)
+from training.fit import (
+    CEFR_LATENT_BOUNDARIES,
+    MAX_BAND_SCALE,
+    FitConfig,
+    Matrices,
+    Ordinal,
+    TreeConfig,
+    fit_scoring_model,
+    ordinal_grad_hess,
+    ordinal_nll,
+    predict_rows,
+)
 
 
 def test_ordinal_gradient_and_hessian_match_finite_differences():
@@ -94,7 +111,9 @@ def test_per_source_cut_points_are_recovered(harmonisation):
 def test_cefr_follows_proficiency_and_the_band_carries_the_task2_rule():
     m, _ = _synthetic(seed=1)
     rows = np.arange(len(m.band))
-    model = fit_scoring_model(m, rows[rows % 4 != 0], rows[rows % 4 == 0], 0, FitConfig(trees=TreeConfig(max_rounds=20)))
+    model = fit_scoring_model(
+        m, rows[rows % 4 != 0], rows[rows % 4 == 0], 0, FitConfig(trees=TreeConfig(max_rounds=20))
+    )
     model.under_length_weight = -2.0
     short = np.array([[100.0, 1.0, -1.0]], dtype=np.float32)
     x = model.transform(short, None)

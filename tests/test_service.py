@@ -1,96 +1,16 @@
 """The Bento end to end: a real ``bentoml serve service:EssayScoreService`` subprocess (embedded runtime) on the
-session's trained artifact, driven over HTTP with httpx. One server for the whole module."""
+session's trained artifact, driven over HTTP with httpx. The server is conftest's session ``bento``
+(:class:`devtools.servers.BentoServer`), shared with the load tests; ``client`` is conftest's too."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class BentoServer:
-    """``bentoml serve service:EssayScoreService`` on 127.0.0.1 in its own process group (1 worker)."""
-
-    def __init__(self, artifact_dir: Path, **env: str | None):
-        from essayscore.artifacts import verify
-
-        self.version = verify(artifact_dir)["version"]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
-               "ESSAYSCORE_ARTIFACTS_DIR": str(Path(artifact_dir).parent), "OMP_NUM_THREADS": "1", **env}
-        self.env = {k: v for k, v in env.items() if v is not None}  # None: leave the variable unset
-        fd, name = tempfile.mkstemp(prefix=f"bento-{self.port}-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(name)
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "BentoServer":
-        bentoml_bin = Path(sys.executable).parent / "bentoml"
-        cmd = [str(bentoml_bin), "serve", "service:EssayScoreService", "--host", "127.0.0.1", "--port",
-               str(self.port)]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"the Bento was not ready after {READY_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def bento(trained_artifact: Path):
-    server = BentoServer(trained_artifact, ESSAYSCORE_RUNTIME="embedded").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(bento):
-    with httpx.Client(base_url=bento.url, timeout=120) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

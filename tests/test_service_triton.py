@@ -1,12 +1,14 @@
-"""The Bento on the Triton runtime: a cpu model repository built from the session's artifact, a REAL tritonserver
-(from nvidia-pytriton), and ``bentoml serve`` with ``ESSAYSCORE_RUNTIME=triton``.
+"""The Bento on the Triton runtime: the session's cpu model repository (the artifact's own int8 export), a REAL
+tritonserver (from nvidia-pytriton), and ``bentoml serve`` with ``ESSAYSCORE_RUNTIME=triton``, once with the
+Bento talking to Triton over HTTP and once over gRPC (the ``bento`` fixture is parametrised over both transports;
+every test below runs for each).
 
 * The Bento's answers equal the embedded runtime's (in-process EmbeddedRuntime, what the embedded Bento runs):
   same half band, CEFR, interval and warnings; raw score, probabilities and SHAP groups within 1e-3 (the
   repository's ONNX encoder vs PyTorch).
-* A gRPC call to Triton's ``essay_scorer`` (triton_io over gRPC) and the TritonRuntime over gRPC give the same band
-  as the Bento's HTTP API.
-* Triton stopped -> /readyz not ready and /score a 503 with a clear error, within the configured timeouts;
+* A direct call to Triton's ``essay_scorer`` (triton_io) and the TritonRuntime over the OTHER transport than the
+  Bento's give the same band as the Bento's API (gRPC against the HTTP Bento, HTTP against the gRPC Bento).
+* Triton hung or stopped -> /readyz not ready and /score a 503 with a clear error, within the configured timeouts;
   Triton restarted on the same ports -> the Bento recovers by itself.
 """
 
@@ -14,13 +16,12 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
+from devtools import triton_launcher
+from devtools.servers import BentoServer, TritonServer, port_is_free
 from essayscore import triton_io as io
-from essayscore import triton_launcher
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,69 +31,39 @@ pytestmark = [
 
 httpx = pytest.importorskip("httpx")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("tritonclient.http")
+httpclient = pytest.importorskip("tritonclient.http")
 
-from test_service import BentoServer  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
-
-# The Bento talks to Triton over HTTP by default; ESSAYSCORE_TEST_BENTO_PROTOCOL=grpc runs the module over gRPC.
-BENTO_PROTOCOL = os.environ.get("ESSAYSCORE_TEST_BENTO_PROTOCOL", "http")
+PROTOCOLS = ("http", "grpc")  # how the Bento talks to Triton
 TRITON_TIMEOUT_S = 10  # the Bento's per-call Triton timeout in this module
 TRITON_RETRIES = 1
-N_ESSAYS = 4
-
-
-@pytest.fixture(scope="module")
-def cpu_repo(trained_artifact: Path, tmp_path_factory) -> Path:
-    from training.build_repository import build_repository
-
-    out = tmp_path_factory.mktemp("bento-triton") / "model_repository"
-    # int8: the artifact's own validated export, the one the embedded runtime serves too (same answers expected)
-    build_repository(trained_artifact, out, profile="cpu", cpu_variant="int8")
-    return out
-
-
-@pytest.fixture(scope="module")
-def stub_env():
-    try:
-        return triton_launcher.prepare_stub_env()
-    except Exception as exc:  # pragma: no cover - offline without a cached numpy 1.26 wheel
-        pytest.skip(f"could not prepare the python backend stub env: {exc}")
+N_ESSAYS = 4  # conftest's ``cases``
 
 
 def _triton(cpu_repo, stub_env, log, ports=(None, None, None)):
-    return triton_launcher.TritonServer(cpu_repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-                                        log_path=log, stub_python_env=stub_env)
+    return TritonServer(cpu_repo, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
+                        log_path=log, stub_python_env=stub_env)
 
 
 @pytest.fixture(scope="module")
 def triton(cpu_repo, stub_env, tmp_path_factory):
+    """One tritonserver for both Bentos (a test may restart it on the same ports: ``state["server"]``)."""
     log = tmp_path_factory.mktemp("triton-log") / "server.log"
     state = {"server": _triton(cpu_repo, stub_env, log).start(timeout_s=180), "log": log}
     yield state
     state["server"].stop()
 
 
-@pytest.fixture(scope="module")
-def bento(trained_artifact, triton):
-    url = triton["server"].grpc_url if BENTO_PROTOCOL == "grpc" else triton["server"].http_url
-    server = BentoServer(trained_artifact, ESSAYSCORE_RUNTIME="triton", ESSAYSCORE_TRITON_URL=url,
-                         ESSAYSCORE_TRITON_PROTOCOL=BENTO_PROTOCOL, ESSAYSCORE_TRITON_TIMEOUT_S=str(TRITON_TIMEOUT_S),
-                         ESSAYSCORE_TRITON_RETRIES=str(TRITON_RETRIES)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(bento):
-    with httpx.Client(base_url=bento.url, timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def cases(shared_essays):
-    rows = shared_essays.sort_values("band").reset_index(drop=True)
-    picks = rows.iloc[np.linspace(0, len(rows) - 1, N_ESSAYS).astype(int)]
-    return [(r.essay, r.prompt if i % 2 == 0 else None) for i, r in enumerate(picks.itertuples())]
+@pytest.fixture(scope="module", params=PROTOCOLS)
+def bento(request, trained_artifact, triton):
+    """The Bento on the Triton runtime, over ``request.param`` (one Bento at a time: pytest groups the module's
+    tests by the parameter)."""
+    protocol = request.param
+    server = BentoServer(trained_artifact, ESSAYSCORE_RUNTIME="triton",
+                         ESSAYSCORE_TRITON_URL=triton["server"].url(protocol), ESSAYSCORE_TRITON_PROTOCOL=protocol,
+                         ESSAYSCORE_TRITON_TIMEOUT_S=str(TRITON_TIMEOUT_S),
+                         ESSAYSCORE_TRITON_RETRIES=str(TRITON_RETRIES))
+    with server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +80,15 @@ def served(client, cases):
 def embedded(trained_artifact, cases):
     """What the embedded Bento computes for the same essays (the same runtime, loaded the same way, in process:
     the artifact's int8 ONNX encoder, as in the Triton repository)."""
-    from essayscore import warnings as essay_warnings
+    from essayscore import essay_warnings
     from essayscore.explain import Explainer
     from essayscore.runtimes import Item, load_runtime
 
     runtime = load_runtime("embedded", trained_artifact)
     assert runtime.encoder_backend == "onnx-int8"
     explainer = Explainer(trained_artifact)
-    scored = runtime.score([Item(e, p) for e, p in cases]).scored  # one batch: scores do not depend on batch-mates
-    return [(s, explainer.explain(s.x, s.handcrafted)[0],
+    scored = runtime.score([Item(e, p) for e, p in cases]).results  # one batch: scores do not depend on batch-mates
+    return [(s, explainer.explain(s.feature_vector, s.handcrafted)[0],
              {w.code for w in essay_warnings.check(e, p, s.handcrafted)}) for s, (e, p) in zip(scored, cases)]
 
 
@@ -130,7 +101,7 @@ def test_ready_and_metadata(client, bento) -> None:
 
 def test_same_answers_as_embedded_runtime(served, embedded, bento) -> None:
     for got, (ref, ref_explanation, ref_warnings) in zip(served, embedded):
-        want = ref.result
+        want = ref.scores()
         assert got["runtime"] == "triton" and got["model_version"] == bento.version
         assert got["ielts_band"] == want["ielts_band"]
         assert got["cefr"] == want["cefr"]
@@ -149,23 +120,28 @@ def test_same_answers_as_embedded_runtime(served, embedded, bento) -> None:
         assert "triton_ms" in got["timings"]
 
 
-def test_grpc_to_triton_gives_the_bento_band(triton, served, cases, trained_artifact) -> None:
+def test_other_transport_to_triton_gives_the_bento_band(triton, bento, served, cases, trained_artifact) -> None:
+    """The HTTP Bento against direct gRPC calls (and the gRPC Bento against direct HTTP calls)."""
     from essayscore.runtimes import Item
     from essayscore.runtimes.triton import TritonRuntime
 
     server = triton["server"]
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    protocol = "http" if bento.env["ESSAYSCORE_TRITON_PROTOCOL"] == "grpc" else "grpc"
+    if protocol == "grpc":
+        client, kwargs = grpcclient.InferenceServerClient(server.grpc_url), {"client_timeout": 60}
+    else:
+        client, kwargs = httpclient.InferenceServerClient(server.http_url, network_timeout=60), {}
     try:
         for (essay, prompt), got in zip(cases, served):
-            direct = io.score(client, essay, prompt, client_timeout=60)
-            assert direct["ielts_band"] == got["ielts_band"]
-            assert direct["ielts_raw"] == pytest.approx(got["ielts_raw"], abs=1e-6)
+            direct = io.score(client, essay, prompt, **kwargs)
+            assert direct.ielts_band == got["ielts_band"]
+            assert direct.ielts_raw == pytest.approx(got["ielts_raw"], abs=1e-6)
     finally:
         client.close()
-    runtime = TritonRuntime(trained_artifact, url=server.grpc_url, protocol="grpc", timeout_s=30, retries=1)
+    runtime = TritonRuntime(trained_artifact, url=server.url(protocol), protocol=protocol, timeout_s=30, retries=1)
     assert runtime.ready()
     batch = runtime.score([Item(e, p) for e, p in cases])
-    assert [s.result["ielts_band"] for s in batch.scored] == [g["ielts_band"] for g in served]
+    assert [s.ielts_band for s in batch.results] == [g["ielts_band"] for g in served]
 
 
 def test_batch_through_triton(client, cases, served) -> None:
@@ -225,7 +201,7 @@ def test_triton_down_then_back(client, triton, cpu_repo, stub_env, cases, served
 
     # same ports (TIME_WAIT sockets do not block tritonserver, which binds with SO_REUSEADDR)
     deadline = time.monotonic() + 30
-    while not all(triton_launcher.port_is_free(p) for p in ports) and time.monotonic() < deadline:
+    while not all(port_is_free(p) for p in ports) and time.monotonic() < deadline:
         time.sleep(0.5)
     triton["server"] = _triton(cpu_repo, stub_env, triton["log"], ports).start(timeout_s=180)
     recovered_after = _wait_ready(client, 200, 60)
@@ -233,3 +209,41 @@ def test_triton_down_then_back(client, triton, cpu_repo, stub_env, cases, served
     r = client.post("/score", json={"essay": cases[1][0], "prompt": cases[1][1]})
     assert r.status_code == 200, r.text
     assert r.json()["ielts_band"] == served[1]["ielts_band"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_batch_cli_on_the_triton_runtime(protocol, triton, trained_artifact, cases, tmp_path) -> None:
+    """``essayscore score --runtime triton``: the CSV backfill takes the same request path on Triton, and gives the
+    embedded runtime's scores (same int8 graph) and the same per-row errors."""
+    import csv
+    import subprocess
+    import sys
+
+    from essayscore.runtimes import load_runtime
+
+    rows = [{"id": f"e{i}", "prompt": p or "", "essay": e} for i, (e, p) in enumerate(cases[:3])]
+    rows.insert(1, {"id": "empty", "prompt": "", "essay": "   "})
+    path, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "prompt", "essay"])
+        writer.writeheader()
+        writer.writerows(rows)
+    server = triton["server"]
+    env = {**os.environ, "ESSAYSCORE_TRITON_URL": server.grpc_url if protocol == "grpc" else server.http_url,
+           "ESSAYSCORE_TRITON_PROTOCOL": protocol}
+    done = subprocess.run([sys.executable, "-m", "essayscore.cli", "score", str(path), "-o", str(out), "--model",
+                           str(trained_artifact), "--runtime", "triton"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "(triton runtime)" in done.stdout and "1 rows have an error" in done.stdout
+    with open(out, newline="", encoding="utf-8") as handle:
+        result = list(csv.DictReader(handle))
+    assert [r["id"] for r in result] == [r["id"] for r in rows]
+    assert result[1]["error"].startswith("empty")
+    expected = load_runtime("embedded", trained_artifact).scorer.score([r["essay"] for r in rows if r["id"] != "empty"],
+                                                                      [r["prompt"] or None for r in rows
+                                                                       if r["id"] != "empty"])
+    for row, want in zip([r for r in result if not r["error"]], expected):
+        assert float(row["ielts_band"]) == want.ielts_band and row["cefr"] == want.cefr
+        assert float(row["ielts_raw"]) == pytest.approx(want.ielts_raw, abs=1e-3)
+        assert float(row["length_adjustment"]) == pytest.approx(want.length_adjustment, abs=1e-4)

@@ -4,8 +4,17 @@ and splits keep writers and prompt topics apart."""
 import numpy as np
 import pytest
 
-from training.sources import (IELTS_LEVELS, SOURCES, WI_LEVELS, inventory, licence_summary, load_sources, load_wi,
-                              load_wi_edits, parse_sources)
+from training.sources import (
+    IELTS_LEVELS,
+    SOURCES,
+    WI_LEVELS,
+    inventory,
+    licence_summary,
+    load_sources,
+    load_wi,
+    load_wi_edits,
+    parse_sources,
+)
 from training.splits import assign_splits, cv_folds, row_groups
 
 
@@ -23,7 +32,9 @@ def test_both_sources_load_every_row_with_their_original_labels(both):
     assert set(wi["level_label"]) == set(WI_LEVELS) and wi["band"].isna().all() and (wi["prompt"] == "").all()
     assert (wi["level_ordinal"] == wi["level_label"].map(WI_LEVELS.index)).all()
     ielts = both[both["source"] == "ielts"]
-    assert ielts["level_label"].value_counts()["<4"] == 60 and (ielts["band"][ielts["level_label"] == "<4"] == 3.5).all()
+    assert (
+        ielts["level_label"].value_counts()["<4"] == 60 and (ielts["band"][ielts["level_label"] == "<4"] == 3.5).all()
+    )
     assert (ielts["level_ordinal"] == ielts["level_label"].map(IELTS_LEVELS.index)).all()
     assert both["essay_id"].is_unique
     # W&I's own level, kept beside the band-derived CEFR of IELTS rows

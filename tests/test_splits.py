@@ -6,9 +6,18 @@ from training.splits import assign_splits, cv_folds, prompt_groups
 
 def test_paraphrased_prompts_share_a_group_and_different_topics_do_not():
     prompts = pd.Series([
-        "Children find it difficult to concentrate on or pay attention to school. What are the reasons? How can we solve this problem?",
-        "Children find it difficult to pay attention or concentrate on school study. What are the reasons? How can we solve this problem?",
-        "Some people believe that governments should spend money on public transport rather than roads. Discuss both views.",
+        (
+            "Children find it difficult to concentrate on or pay attention to school. What are the reasons? "
+            "How can we solve this problem?"
+        ),
+        (
+            "Children find it difficult to pay attention or concentrate on school study. What are the reasons? "
+            "How can we solve this problem?"
+        ),
+        (
+            "Some people believe that governments should spend money on public transport rather than roads. "
+            "Discuss both views."
+        ),
     ])
     groups = prompt_groups(prompts)
     assert groups[0] == groups[1] != groups[2]

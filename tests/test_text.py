@@ -18,7 +18,8 @@ from essayscore.text import (
 )
 
 ODD = (
-    "  \ufeffIn my opinion,\u00a0 the \u201cgovernment\u201d  should\tinvest \u2014 heavily \u2026 in  schools .\r\n\r\n"
+    "  \ufeffIn my opinion,\u00a0 the \u201cgovernment\u201d  should\tinvest \u2014 heavily \u2026 "
+    "in  schools .\r\n\r\n"
     "\u2003Secondly , e\u0301ducation\u200b matters ; we can\u2019t ignore it !\n\n\n   \ufb01nally: \uff21\uff22 ok.  "
 )
 

@@ -1,9 +1,11 @@
 """The generated cpu model repository on a REAL tritonserver (2.51, from nvidia-pytriton), over HTTP and gRPC.
 
-One repository is built from the session's trained artifact and one server serves it for the whole module. The
-ensemble's answers must equal in-process ``EssayScorer`` scoring with the same ONNX encoder variant, and give the
-same half bands as the default PyTorch-encoder scorer. Malformed requests get a Triton error, not a hang, and the
-server keeps serving.
+The repository is conftest's session ``cpu_repo_fp32`` (the session's trained artifact, with the fp32 encoder of
+the run's one MiniLM export: no re-export) and one server serves it for the whole module. The ensemble's answers
+must equal in-process ``EssayScorer`` scoring with the same ONNX encoder variant, and give the same half bands as
+the default PyTorch-encoder scorer. Malformed requests get a Triton error, not a hang, and the server keeps
+serving. ``test_steps_in_process_equal_in_process_scoring`` chains the python models' steps in process (no
+server) on the repository's own files.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools import triton_launcher
+from devtools.servers import TritonServer
 from essayscore import triton_io as io
-from essayscore import triton_launcher
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,33 +28,23 @@ pytestmark = [
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.utils import InferenceServerException
 
 TIMEOUT_S = 60.0
-N_ESSAYS = 6
+N_ESSAYS = 6  # conftest's ``cases``: real essays across the band range, at least one with grammar matches
 
 
 @pytest.fixture(scope="module")
-def cpu_repo(trained_artifact: Path, tmp_path_factory) -> Path:
-    from training.build_repository import build_repository
-
-    out = tmp_path_factory.mktemp("triton") / "model_repository"
-    report = build_repository(trained_artifact, out, profile="cpu", cpu_variant="fp32")
-    assert report.path == out.resolve()
-    return out
+def cpu_repo(cpu_repo_fp32: Path) -> Path:
+    """This module's repository: the fp32 one (conftest's ``cpu_repo`` is the artifact's int8)."""
+    return cpu_repo_fp32
 
 
 @pytest.fixture(scope="module")
-def server(cpu_repo: Path, tmp_path_factory):
-    try:
-        stub_env = triton_launcher.prepare_stub_env()
-    except Exception as exc:  # pragma: no cover - offline without a cached numpy 1.26 wheel
-        pytest.skip(f"could not prepare the python backend stub env: {exc}")
+def server(cpu_repo: Path, stub_env: Path, tmp_path_factory):
     log = tmp_path_factory.mktemp("triton-log") / "server.log"
-    srv = triton_launcher.TritonServer(cpu_repo, log_path=log, stub_python_env=stub_env)
-    srv.start(timeout_s=180)
-    yield srv
-    srv.stop()
+    with TritonServer(cpu_repo, log_path=log, stub_python_env=stub_env).start(timeout_s=180) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +65,9 @@ def _infer(client, inputs, outputs=None):
 
 
 @pytest.fixture(scope="module")
-def cases(shared_essays) -> list[tuple[str, str | None]]:
-    """Real essays across the band range; every other one with its prompt, at least one with grammar matches."""
-    rows = shared_essays.sort_values("band").reset_index(drop=True)
-    picks = rows.iloc[np.linspace(0, len(rows) - 1, N_ESSAYS).astype(int)]
-    return [(r.essay, r.prompt if i % 2 == 0 else None) for i, r in enumerate(picks.itertuples())]
-
-
-@pytest.fixture(scope="module")
 def onnx_reference(trained_artifact: Path, cpu_repo: Path, cases):
+    from essayscore.essay_scorer import EssayScorer
     from essayscore.onnx_encoder import OnnxEncoder
-    from essayscore.pipeline import EssayScorer
 
     encoder = OnnxEncoder.from_dir(cpu_repo / io.ENCODER / "1", variant="fp32")
     scorer = EssayScorer(trained_artifact, encoder=encoder)
@@ -91,14 +76,14 @@ def onnx_reference(trained_artifact: Path, cpu_repo: Path, cases):
 
 @pytest.fixture(scope="module")
 def torch_reference(trained_artifact: Path, cases, onnx_reference):
-    from essayscore.pipeline import EssayScorer
+    from essayscore.essay_scorer import EssayScorer
 
     scorer = EssayScorer(trained_artifact, extractor=onnx_reference[0].extractor)
     return scorer.score([e for e, _ in cases], [p for _, p in cases])
 
 
 @pytest.fixture(scope="module")
-def served(clients, cases) -> dict[str, list[dict]]:
+def served(clients, cases) -> dict[str, list]:
     return {name: [io.score(client, essay, prompt, **({"client_timeout": TIMEOUT_S} if name == "grpc" else {}))
                    for essay, prompt in cases]
             for name, client in clients.items()}
@@ -106,9 +91,8 @@ def served(clients, cases) -> dict[str, list[dict]]:
 
 # ------------------------------------------------------------------------------------------------------------
 def test_generated_repository_is_consistent(cpu_repo: Path, trained_artifact: Path) -> None:
-    from essayscore.artifacts import sha256_file, verify
-    from essayscore.error_detector import DETECTOR_FILE
-    from training.build_repository import check_repository, parse_config
+    from essayscore.artifacts import Layout, sha256_file, verify
+    from training.repository import check_repository, parse_config
 
     assert check_repository(cpu_repo, "cpu") == []
     meta = json.loads((cpu_repo / "repository.json").read_text())
@@ -129,7 +113,7 @@ def test_generated_repository_is_consistent(cpu_repo: Path, trained_artifact: Pa
     for cfg in cpu_repo.glob("*/config.pbtxt"):
         assert str(cpu_repo) not in cfg.read_text() and "KIND_GPU" not in cfg.read_text()
     # preprocess extracts with the artifact's learned error detector (else the learned_errors columns are NaN)
-    assert meta["files"]["preprocess/1/artifact/error_detector.npz"] == sha256_file(trained_artifact / DETECTOR_FILE)
+    assert meta["files"]["preprocess/1/artifact/error_detector.npz"] == sha256_file(trained_artifact / Layout.DETECTOR)
     configs = {p.parent.name: parse_config(p) for p in cpu_repo.glob("*/config.pbtxt")}
     params = {k: v.string_value for k, v in configs[io.PREPROCESS].parameters.items()}
     assert params["error_detector"] == "artifact/error_detector.npz"
@@ -150,20 +134,21 @@ def test_ensemble_equals_in_process_scoring(protocol, served, onnx_reference, ca
     results = served[protocol]
     learned = [scorer.model.feature_names.index(name) for name in LEARNED_FEATURES]
     n_matches = 0
-    for (essay, prompt), got, ref in zip(cases, results, expected):
-        want = ref.result
-        assert got["ielts_band"] == want["ielts_band"]
-        assert got["cefr"] == want["cefr"]
-        assert got["band_interval"] == want["band_interval"]
-        assert got["ielts_raw"] == pytest.approx(want["ielts_raw"], abs=1e-4)
-        for level, p in want["cefr_probabilities"].items():
-            assert got["cefr_probabilities"][level] == pytest.approx(p, abs=1e-4)
-        assert got["model_version"] == scorer.version
-        assert got["feature_vector"].shape == ref.x.shape
-        np.testing.assert_allclose(got["feature_vector"], ref.x, atol=1e-4, rtol=0)
-        assert np.isfinite(got["feature_vector"][learned]).all()  # preprocess ran the artifact's error detector
-        assert got["grammar_matches"] == [m.to_dict() for m in ref.matches]
-        n_matches += len(got["grammar_matches"])
+    for (_essay, _prompt), got, ref in zip(cases, results, expected):
+        want = ref
+        assert got.ielts_band == want.ielts_band
+        assert got.cefr == want.cefr
+        assert got.band_interval == want.band_interval
+        assert got.ielts_raw == pytest.approx(want.ielts_raw, abs=1e-4)
+        assert got.length_adjustment == pytest.approx(want.length_adjustment, abs=1e-4)
+        for level, p in want.cefr_probabilities.items():
+            assert got.cefr_probabilities[level] == pytest.approx(p, abs=1e-4)
+        assert got.model_version == scorer.version
+        assert got.feature_vector.shape == ref.feature_vector.shape
+        np.testing.assert_allclose(got.feature_vector, ref.feature_vector, atol=1e-4, rtol=0)
+        assert np.isfinite(got.feature_vector[learned]).all()  # preprocess ran the artifact's error detector
+        assert got.matches == ref.matches
+        n_matches += len(got.matches)
     assert n_matches > 0, "no essay had grammar matches: the comparison of matches proved nothing"
     assert any(p is None for _, p in cases) and any(p for _, p in cases)
 
@@ -185,29 +170,31 @@ def test_steps_in_process_equal_in_process_scoring(cpu_repo: Path, onnx_referenc
         t = preprocess(essay, prompt)
         embedding = encoder(t[io.INPUT_IDS.name], t[io.ATTENTION_MASK.name])
         x = assemble(t[io.FEATURES.name], embedding, t[io.WINDOW_OWNER.name], t[io.WINDOW_TOKENS.name])
-        np.testing.assert_allclose(x[0], ref.x, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(x[0], ref.feature_vector, atol=1e-4, rtol=0)
         out = postprocess(trees(x), x)
-        assert float(out[io.IELTS_BAND.name][0]) == ref.result["ielts_band"]
-        assert float(out[io.IELTS_RAW.name][0]) == pytest.approx(ref.result["ielts_raw"], abs=1e-4)
-        assert out[io.BAND_INTERVAL.name].tolist() == ref.result["band_interval"]
-        assert io.decode_text(out[io.CEFR.name][0]) == ref.result["cefr"]
-        np.testing.assert_allclose(out[io.CEFR_PROBABILITIES.name], list(ref.result["cefr_probabilities"].values()),
+        assert float(out[io.IELTS_BAND.name][0]) == ref.ielts_band
+        assert float(out[io.IELTS_RAW.name][0]) == pytest.approx(ref.ielts_raw, abs=1e-4)
+        assert tuple(out[io.BAND_INTERVAL.name].tolist()) == ref.band_interval  # EssayResult: a tuple
+        assert io.decode_text(out[io.CEFR.name][0]) == ref.cefr
+        np.testing.assert_allclose(out[io.CEFR_PROBABILITIES.name], list(ref.cefr_probabilities.values()),
                                    atol=1e-4, rtol=0)
 
 
-def test_same_bands_as_pytorch_encoder(served, torch_reference) -> None:
-    served_bands = [r["ielts_band"] for r in served["http"]]
-    torch_bands = [s.result["ielts_band"] for s in torch_reference]
-    raw_delta = max(abs(r["ielts_raw"] - s.result["ielts_raw"]) for r, s in zip(served["http"], torch_reference))
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_same_bands_as_pytorch_encoder(protocol, served, torch_reference) -> None:
+    served_bands = [r.ielts_band for r in served[protocol]]
+    torch_bands = [s.ielts_band for s in torch_reference]
+    raw_delta = max(abs(r.ielts_raw - s.ielts_raw) for r, s in zip(served[protocol], torch_reference))
     assert served_bands == torch_bands, f"bands differ: triton {served_bands} vs torch {torch_bands}"
     assert raw_delta < 1e-3, raw_delta
 
 
-def test_empty_prompt_means_no_prompt(clients, cases) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_empty_prompt_means_no_prompt(protocol, clients, cases) -> None:
     essay = cases[0][0]
-    without = io.score(clients["http"], essay)
-    empty = _infer(clients["http"], *_raw_inputs(httpclient, essay, prompt=""))
-    assert io.decode_response(empty)["ielts_raw"] == without["ielts_raw"]
+    without = io.score(clients[protocol], essay, **({"client_timeout": TIMEOUT_S} if protocol == "grpc" else {}))
+    empty = _infer(clients[protocol], *_raw_inputs(httpclient if protocol == "http" else grpcclient, essay, prompt=""))
+    assert io.decode_response(empty).ielts_raw == without.ielts_raw
 
 
 def _raw_inputs(mod, essay, prompt=None, essay_dtype="BYTES"):
@@ -250,4 +237,4 @@ def test_malformed_requests_get_clear_errors(protocol, case, expect, clients, ca
     assert all(word in message for word in expect), message
     # the server keeps serving
     good = io.score(client, cases[1][0], cases[1][1], **({"client_timeout": TIMEOUT_S} if protocol == "grpc" else {}))
-    assert 0.0 <= good["ielts_band"] <= 9.0
+    assert 0.0 <= good.ielts_band <= 9.0

@@ -63,6 +63,7 @@ def prepare(raw: pd.DataFrame, origin_default: str = "unknown") -> LoadedEssays:
         if reason:
             rejected.append({"row": index, "reason": reason, "band": row["band_label"], "essay": row["essay"][:80]})
             continue
+        assert parsed is not None  # else reason is set
         value, censored = parsed
         kept.append(
             {

@@ -17,8 +17,15 @@ from functools import lru_cache
 import numpy as np
 from scipy import sparse
 
-from essayscore.error_detector import (CLASSES, HASH_BITS, ErrorDetector, Token, density_from_probabilities,
-                                       token_feature_indices, tokenize)
+from essayscore.error_detector import (
+    CLASSES,
+    HASH_BITS,
+    ErrorDetector,
+    Token,
+    density_from_probabilities,
+    token_feature_indices,
+    tokenize,
+)
 
 
 @dataclass
@@ -102,7 +109,7 @@ class TaggedTexts:
     labels: list[np.ndarray]
 
     @classmethod
-    def build(cls, texts: dict[str, tuple[str, list]], bits: int = HASH_BITS) -> "TaggedTexts":
+    def build(cls, texts: dict[str, tuple[str, list]], bits: int = HASH_BITS) -> TaggedTexts:
         ids, toks, idx, labs = [], [], [], []
         for eid, (text, edits) in texts.items():
             tokens, labels = token_labels(text, edits)

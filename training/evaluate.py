@@ -11,24 +11,24 @@ training rows).
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
-from essayscore import artifacts
-from essayscore.encoder import Encoder
+from essayscore.artifacts import Artifact
 from essayscore.features import FEATURES, GROUPS
-from essayscore.scorer import ScoringModel
+from essayscore.scoring_model import ScoringModel, XGBoostTrees
 from essayscore.settings import get_settings
+from essayscore.torch_encoder import TorchEncoder
 from training.error_detector import DetectorConfig, detector_stage
-from training.fit import FitConfig, Matrices, TreeConfig, fit_scoring_model, predict_rows
-from training.matrices import build_matrices
-from training.metrics import split_metrics, spearman
+from training.fit import FitConfig, LightGBMTrees, TreeConfig, fit_scoring_model, predict_rows
+from training.matrices import Matrices, build_matrices
+from training.metrics import spearman, split_metrics
 from training.sources import load_artifact_data, load_wi_edits
 from training.splits import cv_folds
 
@@ -78,7 +78,8 @@ def variants(m: Matrices, base: FitConfig, pca: int | None) -> dict[str, list[Va
                     matrices=_without_detector),
         ],
         "harmonisation": [
-            Variant("anchored: CEFR levels at the table's band boundaries, sub-levels learned (shipped)", base, pca=pca),
+            Variant("anchored: CEFR levels at the table's band boundaries, sub-levels learned (shipped)", base,
+                    pca=pca),
             Variant("free: all W&I cut points learned", replace(base, harmonisation="free"), pca=pca),
             Variant("naive pooling: each W&I sub-level read as a fixed band", replace(base, harmonisation="naive"),
                     pca=pca),
@@ -114,7 +115,7 @@ def variants(m: Matrices, base: FitConfig, pca: int | None) -> dict[str, list[Va
 
 def _run_fold(v: Variant, m: Matrices, fit: np.ndarray, val: np.ndarray, held: np.ndarray):
     mv = v.matrices(m) if v.matrices else m
-    keep = lambda rows: rows[np.isin(mv.source[rows], v.sources)]  # noqa: E731 - local filter
+    keep = lambda rows: rows[np.isin(mv.source[rows], v.sources)]
     model = fit_scoring_model(mv, keep(fit), keep(val), v.pca, v.fit, v.features)
     return model, predict_rows(model, mv, held, v.features)
 
@@ -171,7 +172,7 @@ def length_analysis(m: Matrices, oof) -> dict:
         bins = np.digitize(w, LENGTH_BINS[1:-1])
         table = []
         for b in range(len(LENGTH_BINS) - 1):
-            row = {"words": f"{LENGTH_BINS[b]}-{LENGTH_BINS[b + 1] - 1}" if b < len(LENGTH_BINS) - 2
+            row: dict[str, object] = {"words": f"{LENGTH_BINS[b]}-{LENGTH_BINS[b + 1] - 1}" if b < len(LENGTH_BINS) - 2
                    else f">={LENGTH_BINS[b]}"}
             for level in np.unique(lab):
                 sel = (bins == b) & (lab == level)
@@ -199,15 +200,15 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
     return float(np.corrcoef(residual(rx), residual(ry))[0, 1])
 
 
-def halving_check(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame, limit: int = 120) -> dict:
+def halving_check(artifact: Artifact, essays: pd.DataFrame, splits: pd.DataFrame, limit: int = 120) -> dict:
     """The shipped model on test-split texts of at least 200 words and on their first halves: how far the
     reported CEFR level drops when a text is cut in two (the under-length rule included)."""
-    from essayscore.pipeline import EssayScorer
+    from essayscore.essay_scorer import EssayScorer
     from essayscore.text import words
 
     test = essays[(splits["split"].to_numpy() == "test") & (essays["n_words"].to_numpy() >= 200)]
     test = test.sort_values("essay_id").head(limit)
-    scorer = EssayScorer(artifact_dir)
+    scorer = EssayScorer(artifact)
     full = scorer.score(list(test["essay"]), list(test["prompt"]))
     halves = []
     for text in test["essay"]:
@@ -215,8 +216,8 @@ def halving_check(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame
         halves.append(" ".join(tokens[: max(1, len(tokens) // 2)]))
     half = scorer.score(halves, list(test["prompt"]))
     levels = ("A1", "A2", "B1", "B2", "C1", "C2")
-    drop = np.array([levels.index(a.result["cefr"]) - levels.index(b.result["cefr"]) for a, b in zip(full, half)])
-    band_drop = np.array([a.result["ielts_raw"] - b.result["ielts_raw"] for a, b in zip(full, half)])
+    drop = np.array([levels.index(a.cefr) - levels.index(b.cefr) for a, b in zip(full, half)])
+    band_drop = np.array([a.ielts_raw - b.ielts_raw for a, b in zip(full, half)])
     return {"n": int(len(test)), "median_words": float(np.median([len(words(t)) for t in test["essay"]])),
             "level_drop_counts": {str(k): int((drop == k).sum()) for k in sorted(set(drop.tolist()))},
             "share_dropping_at_most_one_level": float(np.mean(drop <= 1)),
@@ -224,16 +225,15 @@ def halving_check(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame
                 s: float(band_drop[test["source"].to_numpy() == s].mean()) for s in test["source"].unique()}}
 
 
-def halving_sensitivity(artifact_dir: Path, essays: pd.DataFrame, splits: pd.DataFrame, n: int = 300) -> list[dict]:
+def halving_sensitivity(artifact: Artifact, essays: pd.DataFrame, splits: pd.DataFrame, n: int = 300) -> list[dict]:
     """How far each signal moves, in training standard deviations, when a training text of at least 200 words is
     cut to its first half: the measurement behind ``training.fit.LENGTH_PROXIES``."""
     from essayscore.features import FeatureExtractor
-    from essayscore.pipeline import load_error_detector
     from training.fit import LENGTH_PROXIES
 
     rows = essays[(splits["split"].to_numpy() == "train") & (essays["n_words"].to_numpy() >= 200)]
     rows = rows.sample(min(n, len(rows)), random_state=0)
-    extractor = FeatureExtractor(error_detector=load_error_detector(artifact_dir))
+    extractor = FeatureExtractor(error_detector=artifact.error_detector())
     full, _ = extractor.extract_many(list(rows["essay"]), list(rows["prompt"]))
     halves = [" ".join(t.split()[: len(t.split()) // 2]) for t in rows["essay"]]
     half, _ = extractor.extract_many(halves, list(rows["prompt"]))
@@ -264,9 +264,9 @@ def boosting_benchmark(m: Matrices, base: FitConfig, splits: pd.DataFrame) -> li
         fit_s = time.perf_counter() - t0
         figures = split_metrics(model, m, test, predict_rows(model, m, test))
         x = model.transform(m.handcrafted[test], None)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            booster = model.trees.regressor
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            booster = cast("XGBoostTrees | LightGBMTrees", model.trees).regressor
             t0 = time.perf_counter()
             if library == "xgboost":
                 booster.save_model(tmp / "trees.json")
@@ -282,7 +282,7 @@ def boosting_benchmark(m: Matrices, base: FitConfig, splits: pd.DataFrame) -> li
                 n_trees = booster.num_trees()
             compile_s = time.perf_counter() - t0
             compiled = _compiled_predictor(lib, library)
-            native_ms = _median_ms(lambda row: model.trees.predict_band(row), x)
+            native_ms = _median_ms(lambda row, model=model: model.trees.predict_band(row), x)
             compiled_ms = _median_ms(compiled, x)
             max_diff = float(np.max(np.abs(compiled(x) - model.trees.predict_band(x))))
         rows.append({"library": library, "trees": int(n_trees), "fit_s": fit_s, "compile_s": compile_s,
@@ -318,8 +318,8 @@ def _median_ms(predict, x: np.ndarray, repeats: int = 200) -> float:
 def coherence_check(model: ScoringModel) -> dict:
     """Over a grid of latent values: the reported level is the median of the CEFR probabilities, and the two most
     likely levels are neighbours."""
-    from essayscore.scorer import bands_from_raw, cefr_distribution
     from essayscore.bands import bands_to_cefr_index
+    from essayscore.scoring_model import bands_from_raw, cefr_distribution
 
     raw = np.linspace(0.0, 9.0, 1801)
     p = cefr_distribution(raw, model.scale)
@@ -339,11 +339,10 @@ def evaluate(reference: str, out_dir: Path, folds: int = 5, ablations: bool = Tr
 
     started = time.perf_counter()
     settings = get_settings()
-    directory = artifacts.resolve(reference, settings.artifacts_dir)
-    manifest = artifacts.verify(directory)
-    config = json.loads((directory / "config.json").read_text())
+    artifact = Artifact.open(reference, settings.artifacts_dir)
+    config = artifact.config
     train_cfg = config["train"]
-    essays, splits = load_artifact_data(directory)
+    essays, splits = load_artifact_data(artifact)
     learned = None
     detector_metrics = None
     if train_cfg.get("error_detector") and "wi" in train_cfg["sources"]:
@@ -351,11 +350,11 @@ def evaluate(reference: str, out_dir: Path, folds: int = 5, ablations: bool = Tr
                                DetectorConfig(**train_cfg["detector"]))
         learned, detector_metrics = stage.features, stage.metrics
     enc = config["encoder"]
-    m = build_matrices(essays, Encoder(enc["name"], window=enc["window"], stride=enc["stride"]), settings.cache_dir,
-                       learned=learned)
+    m = build_matrices(essays, TorchEncoder(enc["name"], window=enc["window"], stride=enc["stride"]),
+                       settings.cache_dir, learned=learned)
     fit_cfg = _fit_config(train_cfg["fit"])
     pca = train_cfg.get("pca_components", 0)
-    metrics = json.loads((directory / "metrics.json").read_text())
+    metrics = artifact.metrics
 
     groups = variants(m, fit_cfg, pca)
     if not ablations:
@@ -363,14 +362,14 @@ def evaluate(reference: str, out_dir: Path, folds: int = 5, ablations: bool = Tr
     cv, oof = cross_validate(essays, m, groups, folds)
     shipped_oof = oof[("main", "shipped configuration")]
     report = write_report(
-        out_dir=Path(out_dir), manifest=manifest, metrics=metrics, cv=cv, essays=essays, m=m, folds=folds,
+        out_dir=Path(out_dir), manifest=artifact.manifest, metrics=metrics, cv=cv, essays=essays, m=m, folds=folds,
         shipped_oof=shipped_oof,
         transfer=transfer(m, fit_cfg, pca, splits),
         length=length_analysis(m, shipped_oof),
-        halving=halving_check(directory, essays, splits),
-        sensitivity=halving_sensitivity(directory, essays, splits),
+        halving=halving_check(artifact, essays, splits),
+        sensitivity=halving_sensitivity(artifact, essays, splits),
         boosting=boosting_benchmark(m, fit_cfg, splits) if ablations else [],
-        coherence=coherence_check(ScoringModel.load(directory)),
+        coherence=coherence_check(artifact.scoring_model()),
         detector=detector_metrics, seconds=time.perf_counter() - started)
     print(f"report: {report}")
     return report

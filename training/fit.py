@@ -1,4 +1,4 @@
-"""Fit one scoring model (:class:`essayscore.scorer.ScoringModel`) on train / validation rows of any mix of
+"""Fit one scoring model (:class:`essayscore.scoring_model.ScoringModel`) on train / validation rows of any mix of
 sources. Used for the final model, the cross-validation folds, the baselines and the ablations alike.
 
 The model is a cumulative-logit ordinal model of one latent proficiency ``eta`` (IELTS band units):
@@ -27,8 +27,18 @@ import numpy as np
 
 from essayscore.bands import MAX_BAND
 from essayscore.features.registry import FEATURES
-from essayscore.scorer import (HALF_BANDS, IELTS_CUTS, LinearPart, Preprocessor, ScoringModel, XGBoostTrees,
-                               bands_from_raw, length_term, under_length)
+from essayscore.scoring_model import (
+    HALF_BANDS,
+    IELTS_CUTS,
+    LinearPart,
+    Preprocessor,
+    ScoringModel,
+    XGBoostTrees,
+    bands_from_raw,
+    length_term,
+    under_length,
+)
+from training.matrices import Matrices
 
 # Signals that move with the length of the text rather than with how well it is written: they would make length
 # the hidden backbone of the score, so the model sees length only through its one explicit, bounded term (and the
@@ -56,7 +66,9 @@ def monotone_direction(name: str) -> int:
     if name in MONOTONE_UP:
         return 1
     group = next((f.group for f in FEATURES if f.name == name), None)
-    if group in ("grammar_spelling", "learned_errors") and (name.endswith("_per_100w") or name == "misspelt_word_share"):
+    if group in ("grammar_spelling", "learned_errors") and (
+        name.endswith("_per_100w") or name == "misspelt_word_share"
+    ):
         return -1
     return 0
 
@@ -106,23 +118,6 @@ class FitConfig:
     interval_level: float = 0.9
     conformal_edges: tuple[float, ...] = (5.25, 6.75)  # predicted-band bins of the conditional interval
     trees: TreeConfig = field(default_factory=TreeConfig)
-
-
-@dataclass
-class Matrices:
-    """Everything the model sees for every text, in data order."""
-
-    feature_names: list[str]
-    handcrafted: np.ndarray  # (n, F) float32, NaN allowed
-    embeddings: np.ndarray  # (n, D) float32
-    band: np.ndarray  # (n,) IELTS band (NaN for sources without one; "<4" rows at 3.5)
-    source: np.ndarray  # (n,) source key per row ("ielts", "wi")
-    ordinal: np.ndarray  # (n,) label's position on its source's own scale
-    n_words: np.ndarray  # (n,)
-
-    def rows(self, index: np.ndarray, features: list[int] | None = None, use_embeddings: bool = True):
-        hand = self.handcrafted[index] if features is None else self.handcrafted[index][:, features]
-        return hand, (self.embeddings[index] if use_embeddings else None), self.band[index]
 
 
 @dataclass

@@ -47,7 +47,8 @@ def cefr_metrics(y_band: np.ndarray, predicted_index: np.ndarray, probabilities:
     }
     if probabilities is not None:
         out[f"{prefix}_ece"] = expected_calibration_error(probabilities, truth)
-        out[f"{prefix}_log_loss"] = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1))))
+        true_class_p = probabilities[np.arange(len(truth)), truth]
+        out[f"{prefix}_log_loss"] = float(-np.mean(np.log(np.clip(true_class_p, 1e-12, 1))))
     return out
 
 

@@ -1,16 +1,15 @@
 """The model card of an artifact: what it was trained on (every source and the licence it inherits), what it
 outputs, how well it does per source, and where it should not be trusted.
 
-Training writes one into every artifact (``MODEL_CARD.md``); ``essayscore model-card --model TAG --out
+Training writes one into every artifact (``Layout.MODEL_CARD``); ``essayscore model-card --model TAG --out
 docs/model_card.md`` writes the shipped default's for the docs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-MODEL_CARD_FILE = "MODEL_CARD.md"
+from essayscore.artifacts import Artifact
 
 
 def _f(value, digits: int = 3) -> str:
@@ -18,12 +17,10 @@ def _f(value, digits: int = 3) -> str:
 
 
 def render(artifact_dir: Path, version: str | None = None) -> str:
-    d = Path(artifact_dir)
-    manifest = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
-    version = version or manifest.get("version", d.name)
-    metrics = json.loads((d / "metrics.json").read_text())
-    sources = json.loads((d / "sources.json").read_text())
-    config = json.loads((d / "config.json").read_text())
+    artifact = Artifact(Path(artifact_dir), in_progress=True)  # training writes the card before the manifest
+    version = version or artifact.version
+    metrics, sources, config = artifact.metrics, artifact.sources, artifact.config
+    assert sources is not None  # training records the sources before it writes the card
     test = metrics["splits"]["test"]
     h = metrics["harmonisation"]
     lines = [
@@ -73,7 +70,8 @@ def render(artifact_dir: Path, version: str | None = None) -> str:
         lines.append(f"| IELTS | {test['ielts_n']} | QWK {_f(test['ielts_qwk'])}, RMSE {_f(test['ielts_rmse'])}, "
                      f"MAE {_f(test['ielts_mae'])}, within half a band {_f(test['ielts_within_half_band'])}, "
                      f"CEFR ECE {_f(test['ielts_cefr_ece'])}, 90% interval coverage "
-                     f"{_f(test['ielts_interval_coverage'])} at mean width {_f(test['ielts_interval_mean_width'], 2)} |")
+                     f"{_f(test['ielts_interval_coverage'])} at mean width "
+                     f"{_f(test['ielts_interval_mean_width'], 2)} |")
     if "wi_n" in test:
         lines.append(f"| W&I | {test['wi_n']} | CEFR QWK {_f(test['wi_cefr_qwk'])}, exact {_f(test['wi_cefr_exact'])}, "
                      f"within one level {_f(test['wi_cefr_within_one'])}, Spearman {_f(test['wi_spearman'])} |")

@@ -8,20 +8,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from essayscore.bands import CEFR_LEVELS  # noqa: E402
-from training.metrics import expected_calibration_error  # noqa: E402
-from training.sources import WI_LEVELS  # noqa: E402
+from essayscore.bands import CEFR_LEVELS
+from training.metrics import expected_calibration_error
+from training.sources import WI_LEVELS
 
 IELTS_COLUMNS = ["ielts_qwk", "ielts_rmse", "ielts_mae", "ielts_within_half_band", "ielts_cefr_ece",
                  "ielts_interval_coverage", "ielts_interval_mean_width"]
 WI_COLUMNS = ["wi_cefr_qwk", "wi_cefr_exact", "wi_cefr_within_one", "wi_spearman", "wi_api_cefr_qwk",
               "wi_interval_coverage"]
-SHORT = {"ielts_qwk": "IELTS QWK", "ielts_rmse": "IELTS RMSE", "ielts_mae": "MAE", "ielts_within_half_band": "within 0.5",
-         "ielts_cefr_ece": "CEFR ECE", "ielts_interval_coverage": "cover.", "ielts_interval_mean_width": "width",
+SHORT = {"ielts_qwk": "IELTS QWK", "ielts_rmse": "IELTS RMSE", "ielts_mae": "MAE",
+         "ielts_within_half_band": "within 0.5", "ielts_cefr_ece": "CEFR ECE", "ielts_interval_coverage": "cover.",
+         "ielts_interval_mean_width": "width",
          "wi_cefr_qwk": "W&I CEFR QWK", "wi_cefr_exact": "exact", "wi_cefr_within_one": "within 1",
          "wi_spearman": "W&I Spearman", "wi_api_cefr_qwk": "W&I API-level QWK", "wi_interval_coverage": "W&I cover."}
 # The targets: (metric, comparison, value, where it is measured)
@@ -87,7 +88,7 @@ def _plot_levels(m, shipped_oof, path: Path) -> None:
         present = np.unique(levels)
         axes[1].boxplot([pred["proficiency"][wi][levels == k] for k in present], positions=present, widths=0.5)
         axes[1].set_xticks(present, [WI_LEVELS[k] for k in present], rotation=45)
-        for boundary, band in zip((1.5, 3.5, 5.5, 7.5, 9.5), (3.75, 4.75, 5.75, 6.75, 8.25)):
+        for _boundary, band in zip((1.5, 3.5, 5.5, 7.5, 9.5), (3.75, 4.75, 5.75, 6.75, 8.25)):
             axes[1].axhline(band, color="grey", lw=0.6, ls=":")
         axes[1].set_xlabel("human CEFR sub-level (W&I)")
         axes[1].set_ylabel("predicted proficiency (band units)")
@@ -213,8 +214,9 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
         "",
         "## The model",
         "",
-        "One latent proficiency in IELTS band units (`essayscore/scorer.py`, fitted by `training/fit.py`): a linear "
-        "part over length-robust signals plus bounded residual trees (XGBoost, monotone where the direction is "
+        "One latent proficiency in IELTS band units (`essayscore/scoring_model.py`, fitted by `training/fit.py`): "
+        "a linear part over length-robust signals plus bounded residual trees (XGBoost, monotone where the "
+        "direction is "
         "known, never splitting on a count that grows with length), one explicit length term (log words, flat "
         "below 60 and above 400 words) and the IELTS Task 2 under-length rule (at most 2 bands off an empty "
         "answer, 1 at 125 words, 0 from 250). A cumulative-logit likelihood joins the sources: IELTS half bands "
@@ -289,14 +291,16 @@ def write_report(out_dir: Path, *, manifest: dict, metrics: dict, cv: pd.DataFra
         _length_table(length, "ielts"),
         "",
         f"Partial Spearman with the human label, word count held constant: W&I "
-        f"{length['wi']['partial_spearman_given_words']:.3f}, IELTS {length['ielts']['partial_spearman_given_words']:.3f}.",
+        f"{length['wi']['partial_spearman_given_words']:.3f}, "
+        f"IELTS {length['ielts']['partial_spearman_given_words']:.3f}.",
         "",
         f"Halving check (shipped model, {halving['n']} test-split texts of at least 200 words, median "
         f"{halving['median_words']:.0f}): scoring only the first half of each text moves the band by "
         f"{halving['mean_band_drop']:.2f} on average (by source: "
         + ", ".join(f"{k} {v:.2f}" for k, v in halving["by_source"].items())
         + f", the IELTS under-length rule included); the reported CEFR level drops by at most one step for "
-        f"{halving['share_dropping_at_most_one_level']:.1%} of them (level-drop counts: {halving['level_drop_counts']}).",
+        f"{halving['share_dropping_at_most_one_level']:.1%} of them "
+        f"(level-drop counts: {halving['level_drop_counts']}).",
         "",
         "Halving sensitivity: how far each signal moves, in standard deviations of these texts, when a training "
         "text of at least 200 words is cut to its first half (300 texts). Signals beyond half a standard deviation are "

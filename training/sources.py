@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from essayscore.artifacts import Artifact, ArtifactError, Layout
 from essayscore.settings import get_settings
 from essayscore.text import words
 from training.data import COLUMNS, LoadedEssays, load_csv, load_hub
@@ -166,14 +167,13 @@ def licence_summary(keys) -> str:
         "; ".join(f"{k}: {SOURCES[k].licence}" for k in keys) + ")"
 
 
-def load_artifact_data(artifact_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_artifact_data(artifact: Artifact | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The data an artifact was trained on (re-loaded from its config) and its split manifest, checked to match."""
-    from essayscore import artifacts
-
-    train_cfg = json.loads((Path(artifact_dir) / "config.json").read_text())["train"]
+    artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact), in_progress=True)
+    train_cfg = artifact.config["train"]
     loaded = load_sources(tuple(train_cfg.get("sources") or ("ielts",)), ielts_csv=train_cfg.get("data_path"),
                           hub_dataset=train_cfg.get("hub_dataset"), wi_jsonl=train_cfg.get("wi_path"))
-    splits = pd.read_csv(Path(artifact_dir) / "splits.csv", dtype={"essay_id": str})
+    splits = pd.read_csv(artifact.path(Layout.SPLITS), dtype={"essay_id": str})
     if list(splits["essay_id"]) != list(loaded.essays["essay_id"]):
-        raise artifacts.ArtifactError("the data no longer matches the artifact's split manifest")
+        raise ArtifactError("the data no longer matches the artifact's split manifest")
     return loaded.essays, splits

@@ -11,11 +11,10 @@ about 220 topic groups.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
-import warnings
-
 from sklearn.model_selection import StratifiedGroupKFold
 
 PROMPT_JACCARD = 0.6
@@ -95,11 +94,13 @@ def _assign_sorted(essays: pd.DataFrame, seed: int) -> pd.DataFrame:
         warnings.simplefilter("ignore", UserWarning)
         for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(essays)), _strata(essays), groups)):
             folds[held_out] = fold
-    split = np.where(np.isin(folds, TEST_FOLDS), "test", np.where(np.isin(folds, VALIDATION_FOLDS), "validation", "train"))
+    split = np.where(np.isin(folds, TEST_FOLDS), "test",
+                     np.where(np.isin(folds, VALIDATION_FOLDS), "validation", "train"))
     return pd.DataFrame({"essay_id": essays["essay_id"].to_numpy(), "group": groups, "split": split})
 
 
-def cv_folds(essays: pd.DataFrame, n_folds: int = 5, seed: int = SPLIT_SEED) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def cv_folds(essays: pd.DataFrame, n_folds: int = 5,
+             seed: int = SPLIT_SEED) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Grouped K-fold (prompt topic / writer): (train, validation, held-out) row indices per fold.
 
     Each fold's training rows are split again by group to give the validation set that early stopping,

@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 
 from essayscore import artifacts
-from essayscore.encoder import Encoder
-from essayscore.error_detector import DETECTOR_FILE
-from essayscore.features import FEATURES
+from essayscore.artifacts import Artifact, Layout
 from essayscore.settings import get_settings
+from essayscore.torch_encoder import TorchEncoder
 from training import model_card
 from training.data import LoadedEssays
 from training.error_detector import DetectorConfig, detector_stage
-from training.fit import FitConfig, Matrices, TreeConfig, fit_scoring_model, predict_rows
-from training.matrices import build_matrices
+from training.fit import FitConfig, TreeConfig, fit_scoring_model, predict_rows
+from training.matrices import Matrices, build_matrices
 from training.metrics import split_metrics
 from training.sources import DEFAULT_SOURCES, inventory, licence_summary, load_sources, load_wi_edits
 from training.splits import assign_splits
@@ -70,7 +69,7 @@ def evaluate_split(model, m: Matrices, index: np.ndarray) -> dict[str, float]:
     return split_metrics(model, m, index, predict_rows(model, m, index))
 
 
-def feature_statistics(m: Matrices, index: np.ndarray) -> dict[str, dict[str, float]]:
+def feature_statistics(m: Matrices, index: np.ndarray) -> dict[str, dict[str, float | None]]:
     """Training-set distribution of every handcrafted feature: the reference for drift monitoring."""
     stats = {}
     for j, name in enumerate(m.feature_names):
@@ -86,68 +85,65 @@ def feature_statistics(m: Matrices, index: np.ndarray) -> dict[str, dict[str, fl
 
 
 def write_artifact(directory: Path, model, loaded: LoadedEssays, splits: pd.DataFrame, m: Matrices,
-                   cfg: TrainConfig, encoder: Encoder, metrics: dict, version: str, detector=None) -> dict:
+                   cfg: TrainConfig, encoder: TorchEncoder, metrics: dict, version: str, detector=None) -> dict:
     directory.mkdir(parents=True)
     model.save(directory)
     if detector is not None:
-        detector.save(directory / DETECTOR_FILE)
+        detector.save(directory / Layout.DETECTOR)
     train_index = np.flatnonzero(splits["split"].to_numpy() == "train")
     files = {
-        "feature_registry.json": [{"name": f.name, "group": f.group, "description": f.description,
-                                   "needs_embeddings": f.needs_embeddings} for f in FEATURES],
-        "feature_stats.json": feature_statistics(m, train_index),
-        "config.json": {"train": asdict(cfg), "encoder": {"name": encoder.name, "model_id": encoder.model_id,
+        Layout.REGISTRY: artifacts.code_registry(),
+        Layout.FEATURE_STATS: feature_statistics(m, train_index),
+        Layout.CONFIG: {"train": asdict(cfg), "encoder": {"name": encoder.name, "model_id": encoder.model_id,
                                                           "dim": encoder.dim, "window": encoder.window,
                                                           "stride": encoder.stride}},
-        "metrics.json": metrics,
-        "data_report.json": {"loaded": len(loaded.essays), "rejected": loaded.rejected.to_dict(orient="records")},
-        "sources.json": {"sources": inventory(loaded.essays), "licence": licence_summary(cfg.sources)},
+        Layout.METRICS: metrics,
+        Layout.DATA_REPORT: {"loaded": len(loaded.essays), "rejected": loaded.rejected.to_dict(orient="records")},
+        Layout.SOURCES: {"sources": inventory(loaded.essays), "licence": licence_summary(cfg.sources)},
     }
     for name, payload in files.items():
         (directory / name).write_text(json.dumps(payload, indent=2, default=str))
-    splits.to_csv(directory / "splits.csv", index=False)
-    model_card.write(directory, directory / model_card.MODEL_CARD_FILE, version)
+    splits.to_csv(directory / Layout.SPLITS, index=False)
+    model_card.write(directory, directory / Layout.MODEL_CARD, version)
     return artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
 
 
 HEADLINE_KEYS = ("ielts_qwk", "ielts_rmse", "ielts_cefr_macro_f1", "wi_spearman", "wi_cefr_qwk")
 
 
-def manifest_extra(encoder: Encoder, metrics: dict, cfg: TrainConfig) -> dict:
+def manifest_extra(encoder: TorchEncoder, metrics: dict, cfg: TrainConfig) -> dict:
     return {"encoder": encoder.name, "encoder_model_id": encoder.model_id,
             "sources": list(cfg.sources), "licence": licence_summary(cfg.sources),
             "metrics": {split: {k: metrics["splits"][split][k] for k in HEADLINE_KEYS if k in metrics["splits"][split]}
                         for split in metrics["splits"]}}
 
 
-def add_serving_encoder(directory: Path, variant: str, encoder: Encoder, metrics: dict, version: str,
+def add_serving_encoder(directory: Path, variant: str, encoder: TorchEncoder, metrics: dict, version: str,
                         cfg: TrainConfig) -> bool:
-    """Export the encoder as ``variant`` into ``directory/encoder_onnx`` (validated against PyTorch; int8 also
-    on the test QWK) and re-write the manifest. A refused export is logged and leaves the artifact as it was."""
-    from essayscore.onnx_encoder import ARTIFACT_EXPORT_DIR
-
+    """Export the encoder as ``variant`` into the artifact's ONNX export folder (validated against PyTorch; int8
+    also on the test QWK) and re-write the manifest. A refused export is logged and leaves the artifact as it was."""
     try:
-        from training.build_repository import export_encoder_for
-        from training.export_onnx import ExportValidationError
+        from training.onnx_export import ExportValidationError
+        from training.repository import export_encoder_for
     except ImportError as exc:  # the [export] extra (onnx, onnxconverter-common) is not installed
         print(f"serving encoder export skipped ({exc}; pip install 'essayscore[export]'): the artifact serves PyTorch")
         return False
 
-    config = json.loads((directory / "config.json").read_text())
+    config = Artifact(directory, in_progress=True).config
     # staged beside the artifact: the end-to-end check loads the artifact, which must verify meanwhile
     staging = directory.with_name(directory.name + ".onnx")
     shutil.rmtree(staging, ignore_errors=True)
     t0 = time.perf_counter()
     try:
         export_encoder_for(directory, config["encoder"], variant, staging)
-        staging.rename(directory / ARTIFACT_EXPORT_DIR)
+        staging.rename(directory / Layout.ONNX_EXPORT)
     except ExportValidationError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         log.warning("serving encoder export (%s) refused, the artifact serves PyTorch: %s", variant, exc)
         print(f"serving encoder export ({variant}) refused: {exc}")
         return False
     artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
-    print(f"serving encoder: {variant} ONNX export validated into {ARTIFACT_EXPORT_DIR}/ "
+    print(f"serving encoder: {variant} ONNX export validated into {Layout.ONNX_EXPORT}/ "
           f"in {time.perf_counter() - t0:.0f} s")
     return True
 
@@ -171,7 +167,7 @@ def train(cfg: TrainConfig = TrainConfig(), register: bool = True) -> Path:
         print("error detector (writer-grouped CV, token level):",
               {k: round(v, 3) for k, v in stage.metrics["writer_grouped_cv"].items()})
     detector_done = time.perf_counter()
-    encoder = Encoder(cfg.encoder)
+    encoder = TorchEncoder(cfg.encoder)
     m = build_matrices(essays, encoder, settings.cache_dir, learned=learned,
                        prompted_only=cfg.pca_components == 0)
     prepared = time.perf_counter()

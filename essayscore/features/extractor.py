@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from essayscore.features.grammar import GrammarChecker, GrammarMatch, _to_origin
 from essayscore.features.nlp import PARSE_LOCK, get_nlp
 from essayscore.features.registry import EMBEDDING_FEATURES, FEATURE_INDEX, FEATURES, GROUP_MODULES, LEARNED_FEATURES
 from essayscore.text import normalize_with_map, to_normalized_offset, words
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
 
 CONTENT_POS = frozenset({"NOUN", "VERB", "ADJ", "ADV", "PROPN"})
 
@@ -37,7 +41,7 @@ class Analysis:
     """Everything the feature groups read, computed once per essay. Offsets are into ``flat``."""
 
     flat: str  # normalised text on one line
-    doc: object  # spaCy Doc of ``flat``
+    doc: Doc  # spaCy Doc of ``flat``
     matches: list[GrammarMatch]  # grammar matches, offsets into ``flat``
     prompt: PromptInfo | None = None
     extras: dict = field(default_factory=dict)

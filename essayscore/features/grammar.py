@@ -379,7 +379,8 @@ _EMBEDDED_LOCK = threading.Lock()
 
 
 def get_checker(settings) -> GrammarChecker:
-    """LanguageToolChecker when ``settings.languagetool_url`` is set, else the (shared, lazily built) EmbeddedChecker."""
+    """LanguageToolChecker when ``settings.languagetool_url`` is set, else the (shared, lazily built)
+    EmbeddedChecker."""
     if getattr(settings, "languagetool_url", None):
         return LanguageToolChecker(settings.languagetool_url, timeout_s=settings.languagetool_timeout_s)
     global _EMBEDDED

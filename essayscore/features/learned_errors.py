@@ -11,8 +11,10 @@ SPECS = (
     ("detected_spelling_per_100w", "Spelling corrections the learned detector expects, per 100 words."),
     ("detected_grammar_per_100w",
      "Word-form and word-choice corrections (agreement, tense, articles, wrong word) expected, per 100 words."),
-    ("detected_missing_word_per_100w", "Places where a word is missing, as the learned detector expects, per 100 words."),
-    ("detected_unnecessary_word_per_100w", "Words a teacher would delete, as the learned detector expects, per 100 words."),
+    ("detected_missing_word_per_100w",
+     "Places where a word is missing, as the learned detector expects, per 100 words."),
+    ("detected_unnecessary_word_per_100w",
+     "Words a teacher would delete, as the learned detector expects, per 100 words."),
     ("detected_punctuation_per_100w", "Punctuation corrections the learned detector expects, per 100 words."),
     ("detected_clean_sentence_share", "Share of sentences in which the learned detector expects no correction."),
 )

@@ -17,20 +17,24 @@ IELTS_MIN_WORDS = 250
 
 SPECS = (
     ("word_count", "Number of words in the essay."),
-    ("below_min_length", "How far the essay falls short of the 250 words IELTS Task 2 asks for (0 = long enough, 1 = empty)."),
+    ("below_min_length",
+     "How far the essay falls short of the 250 words IELTS Task 2 asks for (0 = long enough, 1 = empty)."),
     ("sentence_count", "Number of sentences."),
     ("mean_sentence_length", "Average sentence length in words."),
     ("sd_sentence_length", "How much sentence length varies (standard deviation, in words)."),
     ("long_sentence_share", "Share of sentences longer than 35 words (often run-on sentences)."),
     ("short_sentence_share", "Share of sentences shorter than 8 words."),
     ("question_exclamation_share", "Share of sentences ending in a question or exclamation mark."),
-    ("intro_position_marker", "The opening sentences state a position or introduce the discussion (e.g. 'I strongly believe', 'This essay will')."),
+    ("intro_position_marker",
+     "The opening sentences state a position or introduce the discussion "
+     "(e.g. 'I strongly believe', 'This essay will')."),
     ("conclusion_marker", "The closing sentences are marked as a conclusion (e.g. 'In conclusion', 'To sum up')."),
 )
 
 _INTRO = re.compile(
     r"\b(?:this essay|in this essay|this (?:paper|piece)|i will (?:discuss|argue|explain|examine|outline|analy[sz]e)"
-    r"|will be (?:discussed|examined|explained|analy[sz]ed)|i (?:strongly |firmly |completely |totally |partly |partially |fully |largely |wholeheartedly |personally )?"
+    r"|will be (?:discussed|examined|explained|analy[sz]ed)"
+    r"|i (?:strongly |firmly |completely |totally |partly |partially |fully |largely |wholeheartedly |personally )?"
     r"(?:agree|disagree|believe|think|feel|contend|maintain|would argue)|in my (?:opinion|view|perspective)"
     r"|my (?:opinion|view|position) is|from my (?:perspective|point of view)|personally|to my mind"
     r"|(?:advantages|benefits) (?:outweigh|overweigh)|(?:disadvantages|drawbacks) (?:outweigh|overweigh)"

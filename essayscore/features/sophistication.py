@@ -12,7 +12,8 @@ GROUP = "lexical_sophistication"
 SPECS = (
     ("mean_word_length", "Average word length in letters."),
     ("long_word_share", "Share of words with 8 or more letters."),
-    ("mean_content_zipf", "Average everyday frequency of the content words (Zipf scale; lower = rarer, more advanced words)."),
+    ("mean_content_zipf",
+     "Average everyday frequency of the content words (Zipf scale; lower = rarer, more advanced words)."),
     ("rare_word_share", "Share of content words that are real but uncommon (Zipf frequency below 4)."),
     ("awl_word_share", "Share of words from the Academic Word List (e.g. 'significant', 'approach', 'impact')."),
     ("awl_family_count", "Number of different Academic Word List word families used."),

@@ -9,29 +9,26 @@
 * Recovery: clients are per thread and dropped after a transport failure, so when Triton comes back (same
   address) the next request or readiness probe reconnects; no restart of the Bento is needed.
 * Explanations: the ensemble returns FEATURE_VECTOR (the model's input row); the handcrafted values (for the
-  explanation's "value" fields and the warnings) are recovered by undoing the artifact's z-scoring of the first
-  ``len(FEATURES)`` columns, so nothing is recomputed here.
+  explanation's "value" fields and the warnings) are recovered by undoing the artifact's z-scoring
+  (``Preprocessor.handcrafted``), so nothing is recomputed here.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import numpy as np
-
-from essayscore import artifacts, triton_io
-from essayscore.features import GrammarMatch
-from essayscore.pipeline import Scored
+from essayscore import triton_io
+from essayscore.artifacts import Artifact
+from essayscore.result import EssayResult
 from essayscore.runtimes import Batch, Item, RuntimeUnavailable
-from essayscore.scorer import PREPROCESSOR_FILE, Preprocessor
 from essayscore.settings import get_settings
 
 _TRANSIENT_MARKERS = ("unavailable", "deadline", "connect", "timed out", "timeout", "unknown model",
                       "not ready", "not found", "reset by peer", "broken pipe", "socket closed")
-RESULT_KEYS = ("ielts_band", "ielts_raw", "band_interval", "cefr", "cefr_probabilities")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -42,7 +39,7 @@ def _is_transient(exc: BaseException) -> bool:
     if callable(status):
         try:
             text += f" {status()}".lower()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a client error's status() may itself fail; the text alone then decides
             pass
     return any(marker in text for marker in _TRANSIENT_MARKERS)
 
@@ -51,13 +48,13 @@ class TritonRuntime:
     name = "triton"
     encoder_backend = "triton"  # whatever the repository's encoder model runs (cpu: ONNX int8, gpu: ONNX fp16)
 
-    def __init__(self, artifact_dir: Path, url: str | None = None, protocol: str | None = None,
+    def __init__(self, artifact: Artifact | Path, url: str | None = None, protocol: str | None = None,
                  timeout_s: float | None = None, retries: int | None = None):
         settings = get_settings()
-        self.artifact_dir = Path(artifact_dir)
-        self.version = artifacts.verify(self.artifact_dir)["version"]
-        self.preprocessor = Preprocessor.load(self.artifact_dir / PREPROCESSOR_FILE)
-        self.n_handcrafted = len(self.preprocessor.feature_names)
+        self.artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.artifact_dir = self.artifact.dir
+        self.version = self.artifact.version
+        self.preprocessor = self.artifact.preprocessor()
         self.url = url or settings.triton_url
         self.protocol = protocol or settings.triton_protocol
         self.timeout_s = float(timeout_s if timeout_s is not None else settings.triton_timeout_s)
@@ -108,41 +105,37 @@ class TritonRuntime:
             return False
 
     # -- scoring ------------------------------------------------------------------------------------------------
-    def infer(self, essay: str, prompt: str | None) -> dict:
+    def infer(self, essay: str, prompt: str | None) -> EssayResult:
         """One ensemble call with bounded retries; raises RuntimeUnavailable when Triton cannot answer."""
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        kwargs: dict[str, Any] = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         last: BaseException | None = None
         deadline = time.monotonic() + self.timeout_s * (self.retries + 1)
         for attempt in range(self.retries + 1):
             try:
-                return triton_io.score(self._client(), essay, prompt, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - classified below
+                result = triton_io.score(self._client(), essay, prompt, handcrafted=self.preprocessor.handcrafted,
+                                         **kwargs)
+                break
+            except Exception as exc:
                 if not _is_transient(exc):
                     raise
                 last = exc
                 self._drop_client()
                 if attempt < self.retries and time.monotonic() < deadline:
                     time.sleep(min(0.25 * 2 ** attempt, 2.0))
-        raise RuntimeUnavailable(f"the Triton server at {self.url} ({self.protocol}) is unavailable after "
-                                 f"{self.retries + 1} attempts: {type(last).__name__}: {last}")
-
-    def to_scored(self, answer: dict) -> Scored:
-        if answer["model_version"] != self.version:
-            raise RuntimeUnavailable(f"Triton serves model {answer['model_version']}, but this service explains "
+        else:
+            raise RuntimeUnavailable(f"the Triton server at {self.url} ({self.protocol}) is unavailable after "
+                                     f"{self.retries + 1} attempts: {type(last).__name__}: {last}")
+        if result.model_version != self.version:
+            raise RuntimeUnavailable(f"Triton serves model {result.model_version}, but this service explains "
                                      f"model {self.version}; redeploy one of them")
-        x = np.asarray(answer["feature_vector"], dtype=np.float32).reshape(-1)
-        handcrafted = (x[: self.n_handcrafted] * self.preprocessor.feature_std
-                       + self.preprocessor.feature_mean).astype(np.float32)
-        matches = [GrammarMatch(m["offset"], m["length"], m["category"], m["rule_id"], m["message"],
-                                tuple(m.get("suggestions", ()))) for m in answer["grammar_matches"]]
-        return Scored({k: answer[k] for k in RESULT_KEYS}, x, handcrafted, matches)
+        return result
 
     def score(self, items: Sequence[Item]) -> Batch:
-        out: list[Scored | Exception] = []
+        out: list[EssayResult | Exception] = []
         t0 = time.perf_counter()
         for item in items:
             try:
-                out.append(self.to_scored(self.infer(item.essay, item.prompt)))
+                out.append(self.infer(item.essay, item.prompt))
             except RuntimeUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - Triton rejected this item: that item's error

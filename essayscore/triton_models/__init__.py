@@ -6,7 +6,7 @@
   ``Encoder.windows``, ``pool_windows``, ``add_embedding_features``, ``Preprocessor.transform``,
   ``ErrorDetector``, ``CompiledTrees``, ``ScoringModel.finish``), so nothing is implemented twice.
 * ``preprocess.py``, ``encoder.py``, ``assemble.py``, ``trees.py``, ``postprocess.py``: the ``model.py`` of each
-  python model (``training.build_repository`` copies them to ``<repo>/<model>/1/model.py``). They only move
+  python model (``training.repository`` copies them to ``<repo>/<model>/1/model.py``). They only move
   tensors between Triton and a step, via :mod:`essayscore.triton_models.backend`.
 
 Tensor names, dtypes and shapes of every model are declared once, in :mod:`essayscore.triton_io`.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import traceback
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal, overload
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -42,6 +43,14 @@ def local_path(args: dict, key: str) -> Path:
     if not path.exists():
         raise pb_utils.TritonModelException(f"{args['model_name']}: {key} = {path} does not exist")
     return path
+
+
+@overload
+def input_array(request, spec: io.TensorSpec, required: Literal[True] = True) -> np.ndarray: ...
+
+
+@overload
+def input_array(request, spec: io.TensorSpec, required: bool) -> np.ndarray | None: ...
 
 
 def input_array(request, spec: io.TensorSpec, required: bool = True) -> np.ndarray | None:
@@ -102,7 +111,9 @@ def respond_batched(model: str, requests: Sequence, in_spec: io.TensorSpec, out_
     """Dynamic batching: the rows of all requests in one call of ``fn``, split back per request."""
     try:
         arrays = [input_array(r, in_spec) for r in requests]
-        out = fn(np.concatenate(arrays, axis=0)) if arrays else None
+        if not arrays:
+            return []
+        out = fn(np.concatenate(arrays, axis=0))
     except Exception:  # noqa: BLE001 - fall back to one call per request, so only the bad request fails
         return respond_each(model, requests, lambda r: [pb_utils.Tensor(
             out_spec.name, np.ascontiguousarray(fn(input_array(r, in_spec)), dtype=out_spec.numpy_dtype))])

@@ -10,7 +10,8 @@ from essayscore.triton_models.steps import PostprocessStep
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
-        self.step = PostprocessStep(backend.local_path(args, "artifact_dir"), backend.parameter(args, "artifact_version"))
+        self.step = PostprocessStep(backend.local_path(args, "artifact_dir"),
+                                    backend.parameter(args, "artifact_version"))
 
     def execute(self, requests):
         return backend.respond_each(self.name, requests, self._one)

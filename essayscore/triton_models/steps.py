@@ -2,7 +2,7 @@
 :mod:`essayscore.triton_io`. The python-backend models are thin adapters around these classes; tests and the
 benchmark can run the same chain in-process.
 
-Each step only composes the runtime package's functions, in the order :class:`essayscore.pipeline.EssayScorer`
+Each step only composes the runtime package's functions, in the order :class:`essayscore.essay_scorer.EssayScorer`
 calls them, so the Triton graph and the in-process path compute the same thing:
 
 =============  ==============================================================================================
@@ -24,36 +24,33 @@ from pathlib import Path
 import numpy as np
 
 from essayscore import triton_io as io
+from essayscore.text import prompt_or_none
 
 
 class StepInputError(ValueError):
     """A request the caller has to fix (the python models answer it with a Triton error naming the problem)."""
 
 
-def _prompt_or_none(prompt: str | None) -> str | None:
-    return prompt if prompt else None  # "" means "no prompt", as in EssayScorer (``if p``)
-
-
 # ------------------------------------------------------------------------------------------------------------
 class PreprocessStep:
     """ESSAY, PROMPT -> FEATURES, INPUT_IDS, ATTENTION_MASK, WINDOW_OWNER, WINDOW_TOKENS, GRAMMAR_MATCHES.
 
-    ``encoder_dir``: an export folder of ``training.export_onnx`` (tokenizer files, backbone ``config.json`` and
+    ``encoder_dir``: an export folder of ``training.onnx_export`` (tokenizer files, backbone ``config.json`` and
     ``onnx_encoder.json``; the .onnx files are not needed here). ``detector_path``: the artifact's
     ``error_detector.npz``, None for a model trained without one; as in ``EssayScorer``, a caller's ``extractor``
     gets it too (without it the ``learned_errors`` columns are NaN and the scores are not the model's).
     """
 
     def __init__(self, encoder_dir: Path, detector_path: Path | None = None, extractor=None):
-        from essayscore.encoder import Encoder
+        from essayscore.encoder import Windower
         from essayscore.error_detector import ErrorDetector
         from essayscore.features import FeatureExtractor
         from essayscore.onnx_encoder import META_FILE
 
         encoder_dir = Path(encoder_dir)
         meta = json.loads((encoder_dir / META_FILE).read_text())
-        # A tokenizer-only Encoder: the one implementation of tokenisation + windowing (weights never loaded).
-        self.windower = Encoder(str(encoder_dir), window=int(meta["window"]), stride=int(meta["stride"]))
+        # the one implementation of tokenisation + windowing (no weights)
+        self.windower = Windower(str(encoder_dir), window=int(meta["window"]), stride=int(meta["stride"]))
         self.model_id = meta["model_id"]
         detector = ErrorDetector.load(Path(detector_path)) if detector_path is not None else None
         self.extractor = extractor or FeatureExtractor(error_detector=detector)
@@ -66,7 +63,7 @@ class PreprocessStep:
     def __call__(self, essay: str, prompt: str | None = None) -> dict[str, np.ndarray]:
         if not isinstance(essay, str) or not essay.strip():
             raise StepInputError("ESSAY is empty or only whitespace")
-        prompt = _prompt_or_none(prompt)
+        prompt = prompt_or_none(prompt)
         result = self.extractor.extract(essay, prompt)
         windows = self.windower.windows([essay] if prompt is None else [essay, prompt])
         matches = json.dumps([m.to_dict() for m in result.matches], ensure_ascii=False)
@@ -94,7 +91,7 @@ class EncoderStep:
         self(windows.input_ids, windows.attention_mask)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        from essayscore.encoder import windows_from_padded
+        from essayscore.windows import windows_from_padded
 
         # re-batched by length: the request's windows arrive padded to its longest (essay and prompt together)
         return self.encoder.embed_windows(windows_from_padded(input_ids, attention_mask))
@@ -105,19 +102,21 @@ class AssembleStep:
     """FEATURES, EMBEDDING, WINDOW_OWNER, WINDOW_TOKENS -> FEATURE_VECTOR (1, n_model_features)."""
 
     def __init__(self, artifact_dir: Path):
-        from essayscore.scorer import PREPROCESSOR_FILE, Preprocessor
+        from essayscore.artifacts import Artifact
 
-        self.preprocessor = Preprocessor.load(Path(artifact_dir) / PREPROCESSOR_FILE)
+        self.preprocessor = Artifact(Path(artifact_dir)).preprocessor()  # a verified (partial) artifact
 
     def __call__(self, features: np.ndarray, embedding: np.ndarray, owner: np.ndarray,
                  n_tokens: np.ndarray) -> np.ndarray:
-        from essayscore.encoder import pool_windows
+        from essayscore.windows import pool_windows
         from essayscore.features import add_embedding_features
 
         owner = np.asarray(owner, dtype=np.int64).reshape(-1)
         n_texts = int(owner.max()) + 1 if owner.size else 0
         if n_texts not in (1, 2):
-            raise StepInputError(f"WINDOW_OWNER must name the essay (0) and optionally the prompt (1), got {n_texts} texts")
+            raise StepInputError(
+                f"WINDOW_OWNER must name the essay (0) and optionally the prompt (1), got {n_texts} texts"
+            )
         pooled = pool_windows(embedding, owner, np.asarray(n_tokens).reshape(-1), n_texts)
         essay_emb = pooled[:1]
         # as EssayScorer.embed: a missing prompt is a NaN row, which add_embedding_features turns into NaN cosine
@@ -155,24 +154,17 @@ class _NoTrees:
 
 
 class PostprocessStep:
-    """RAW_BAND (1, 1), FEATURE_VECTOR (1, n_model_features) -> IELTS_RAW, IELTS_BAND, BAND_INTERVAL, CEFR,
-    CEFR_PROBABILITIES, MODEL_VERSION."""
+    """RAW_BAND (1, 1), FEATURE_VECTOR (1, n_model_features) -> the EssayResult's tensors (IELTS_RAW,
+    IELTS_BAND, BAND_INTERVAL, CEFR, CEFR_PROBABILITIES, LENGTH_ADJUSTMENT, MODEL_VERSION)."""
 
     def __init__(self, artifact_dir: Path, version: str):
-        from essayscore.scorer import ScoringModel
+        from essayscore.artifacts import Artifact
 
-        self.model = ScoringModel.load(Path(artifact_dir), trees=_NoTrees())
+        self.model = Artifact(Path(artifact_dir)).scoring_model(trees=_NoTrees())
         self.version = version
 
     def __call__(self, raw_band: np.ndarray, feature_vector: np.ndarray) -> dict[str, np.ndarray]:
         margin = np.asarray(raw_band, dtype=np.float64).reshape(-1)  # the residual trees' output
         x = np.asarray(feature_vector, dtype=np.float32).reshape(len(margin), -1)
-        pred = self.model.finish(margin, x)
-        return {
-            io.IELTS_RAW.name: pred.raw.astype(np.float32).reshape(1),
-            io.IELTS_BAND.name: pred.band.astype(np.float32).reshape(1),
-            io.BAND_INTERVAL.name: np.array([pred.band_low[0], pred.band_high[0]], dtype=np.float32),
-            io.CEFR.name: io.bytes_tensor([pred.cefr[0]]),  # the model's level, as Predictions.row reports it
-            io.CEFR_PROBABILITIES.name: pred.probabilities[0].astype(np.float32),
-            io.MODEL_VERSION.name: io.bytes_tensor([self.version]),
-        }
+        result = self.model.finish(margin, x).result(0, self.version, x[0], self.model.preprocessor.handcrafted(x))
+        return io.result_tensors(result)

@@ -7,8 +7,9 @@ Bento (``python.wheels``), the image's uv is pointed at the Bento's wheel folder
 machine download.pytorch.org does not resolve, so uv fails on that index ("dns error"); PyPI's plain
 ``torch==2.13.0`` wheel for Linux x86_64 is the CUDA build (15 nvidia-* dependencies, several GB).  The wheel is
 staged under the git-ignored build/ because bentoml refuses absolute and hidden wheel paths; with ``python.wheels``
-BentoML 1.4 falls back to its legacy Dockerfile (env/python/install.sh), which passes the find-links to uv.  uv picks ``2.13.0+cpu`` over ``2.13.0`` for ``torch==2.13.0`` (a local version label sorts
-higher), so the pin in bentofile.yaml stays as it is.
+BentoML 1.4 falls back to its legacy Dockerfile (env/python/install.sh), which passes the find-links to uv.
+uv picks ``2.13.0+cpu`` over ``2.13.0`` for ``torch==2.13.0`` (a local version label sorts higher), so the pin in
+bentofile.yaml stays as it is.
 
     python scripts/image/bentofile_for_image.py BENTOFILE OUT [--wheel PATH] [--bento-path /home/bentoml/bento]
 

@@ -23,18 +23,20 @@ One model of one latent scale produces everything a score contains:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
+from essayscore.artifacts import Artifact, Layout
 from essayscore.bands import CEFR_CUTS, CEFR_LEVELS, MAX_BAND, bands_to_cefr_index
+from essayscore.features.grammar import GrammarMatch
+from essayscore.result import EssayResult
 
 HALF_BANDS = np.arange(3.5, 9.01, 0.5)  # the bands the model can output; 3.5 stands for "4 or below" (see bands.py)
 IELTS_CUTS = (HALF_BANDS[:-1] + HALF_BANDS[1:]) / 2  # fixed cut points of the IELTS head: the latent scale is bands
-REGRESSOR_FILE = "regressor.json"  # the residual trees (XGBoost JSON)
-PREPROCESSOR_FILE, SCORING_FILE = "preprocessor.npz", "scoring.json"
 TASK2_MIN_WORDS = 250  # IELTS Task 2 asks for at least 250 words
 LENGTH_FLOOR, LENGTH_CEILING = 60, 400  # the length term is flat outside this many words: bounded by design
 LENGTH_TERM, UNDER_LENGTH = "length_log_words_bounded", "task2_under_length"
@@ -98,7 +100,7 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, feature_names: list[str], handcrafted: np.ndarray, embeddings: np.ndarray | None,
-            pca_components: int | None) -> "Preprocessor":
+            pca_components: int | None) -> Preprocessor:
         """``pca_components``: None keeps raw embeddings, 0 drops them, k > 0 keeps k principal components."""
         mean = np.nanmean(handcrafted, axis=0)
         std = np.nanstd(handcrafted, axis=0)
@@ -136,20 +138,25 @@ class Preprocessor:
             embeddings = (embeddings - self.pca_mean) @ self.pca_components.T
         return np.hstack([scaled, embeddings]).astype(np.float32)
 
+    def handcrafted(self, x: np.ndarray) -> np.ndarray:
+        """Undo the z-scoring of the handcrafted columns of model input rows: the raw values (FEATURES order)."""
+        n = len(self.feature_names)
+        return (np.atleast_2d(x)[:, :n] * self.feature_std + self.feature_mean).astype(np.float32)
+
     def raw_column(self, x: np.ndarray, name: str) -> np.ndarray:
         """Undo the z-scoring of one handcrafted column (the model needs the word count itself)."""
         j = self.feature_names.index(name)
         return np.atleast_2d(x)[:, j].astype(np.float64) * float(self.feature_std[j]) + float(self.feature_mean[j])
 
     def save(self, path: Path) -> None:
-        arrays = {"feature_names": np.array(self.feature_names), "feature_mean": self.feature_mean,
+        arrays: dict[str, Any] = {"feature_names": np.array(self.feature_names), "feature_mean": self.feature_mean,
                   "feature_std": self.feature_std, "embedding_dim": np.array(self.embedding_dim)}
         if self.pca_components is not None:
             arrays |= {"pca_mean": self.pca_mean, "pca_components": self.pca_components}
         np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Preprocessor":
+    def load(cls, path: Path) -> Preprocessor:
         data = np.load(path, allow_pickle=False)
         return cls([str(n) for n in data["feature_names"]], data["feature_mean"], data["feature_std"],
                    int(data["embedding_dim"]), data["pca_mean"] if "pca_mean" in data else None,
@@ -167,11 +174,11 @@ class XGBoostTrees:
         self.regressor = regressor
 
     @classmethod
-    def load(cls, directory: Path) -> "XGBoostTrees":
+    def load(cls, path: Path) -> XGBoostTrees:
         import xgboost as xgb
 
         regressor = xgb.Booster()
-        regressor.load_model(Path(directory) / REGRESSOR_FILE)
+        regressor.load_model(Path(path))
         regressor.set_param({"nthread": 1})  # one request, one core: serving scales with workers
         return cls(regressor)
 
@@ -180,8 +187,8 @@ class XGBoostTrees:
             return np.zeros(len(np.atleast_2d(x)))
         return np.asarray(self.regressor.inplace_predict(x), dtype=np.float64).reshape(-1)
 
-    def save(self, directory: Path) -> None:
-        self.regressor.save_model(Path(directory) / REGRESSOR_FILE)
+    def save(self, path: Path) -> None:
+        self.regressor.save_model(Path(path))
 
 
 @dataclass
@@ -212,15 +219,17 @@ class Predictions:
     def cefr(self) -> list[str]:
         return [CEFR_LEVELS[i] for i in self.cefr_index]
 
-    def row(self, i: int) -> dict:
-        return {
-            "ielts_band": float(self.band[i]),
-            "ielts_raw": float(self.raw[i]),
-            "band_interval": [float(self.band_low[i]), float(self.band_high[i])],
-            "cefr": CEFR_LEVELS[int(self.cefr_index[i])],
-            "cefr_probabilities": {lvl: float(p) for lvl, p in zip(CEFR_LEVELS, self.probabilities[i])},
-            "length_adjustment": float(self.length_adjustment[i]),
-        }
+    def result(self, i: int, model_version: str, x: np.ndarray, handcrafted: np.ndarray,
+               matches: Sequence[GrammarMatch] = ()) -> EssayResult:
+        """Row ``i`` as the typed result; ``x`` and ``handcrafted`` are that row's model input and raw values."""
+        return EssayResult(
+            ielts_band=float(self.band[i]), ielts_raw=float(self.raw[i]),
+            band_interval=(float(self.band_low[i]), float(self.band_high[i])),
+            cefr=CEFR_LEVELS[int(self.cefr_index[i])],
+            cefr_probabilities={lvl: float(p) for lvl, p in zip(CEFR_LEVELS, self.probabilities[i])},
+            length_adjustment=float(self.length_adjustment[i]), model_version=model_version,
+            feature_vector=np.asarray(x, dtype=np.float32).reshape(-1),
+            handcrafted=np.asarray(handcrafted, dtype=np.float32).reshape(-1), matches=tuple(matches))
 
 
 @dataclass
@@ -283,10 +292,10 @@ class ScoringModel:
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
-        self.preprocessor.save(directory / PREPROCESSOR_FILE)
+        self.preprocessor.save(directory / Layout.PREPROCESSOR)
         if getattr(self.trees, "regressor", None) is not None:
-            self.trees.save(directory)
-        (directory / SCORING_FILE).write_text(json.dumps({
+            cast(XGBoostTrees, self.trees).save(directory / Layout.TREES)  # the trees that have a regressor to save
+        (directory / Layout.SCORING).write_text(json.dumps({
             "latent_scale": "IELTS band units (IELTS cut points fixed halfway between half bands)",
             "linear_weights": [float(w) for w in self.linear.weights],
             "linear_intercept": float(self.linear.intercept),
@@ -309,12 +318,13 @@ class ScoringModel:
         }, indent=2))
 
     @classmethod
-    def load(cls, directory: Path, trees: TreeModels | None = None) -> "ScoringModel":
-        directory = Path(directory)
-        s = json.loads((directory / SCORING_FILE).read_text())
+    def load(cls, artifact: Artifact | Path, trees: TreeModels | None = None) -> ScoringModel:
+        """From an artifact (a folder is opened, and so verified); ``trees`` replaces its XGBoost trees."""
+        artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        s = artifact.scoring
         if trees is None:
-            trees = XGBoostTrees.load(directory) if s["has_trees"] else XGBoostTrees(None)
-        return cls(Preprocessor.load(directory / PREPROCESSOR_FILE), trees,
+            trees = XGBoostTrees.load(artifact.path(Layout.TREES)) if s["has_trees"] else XGBoostTrees(None)
+        return cls(Preprocessor.load(artifact.path(Layout.PREPROCESSOR)), trees,
                    LinearPart(np.asarray(s["linear_weights"]), s["linear_intercept"], s["length_weight"]),
                    s["under_length_weight"], s["scale"], s["conformal_edges"], s["conformal_quantiles"],
                    s["interval_level"], s["source_cuts"], s["source_scales"])

@@ -1,4 +1,4 @@
-"""The whole in-process path for one artifact version: text -> features + embedding -> trees -> result.
+"""The whole in-process path for one artifact version: text -> features + embedding -> model -> EssayResult.
 
 Training, the batch CLI, the Bento's embedded runtime and the Triton python models all call these functions,
 so there is one implementation of every step.
@@ -6,20 +6,21 @@ so there is one implementation of every step.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from essayscore import artifacts
-from essayscore.encoder import Encoder, pool_windows
-from essayscore.features import FeatureExtractor, GrammarMatch, add_embedding_features
-from essayscore.scorer import Predictions, ScoringModel, TreeModels
+from essayscore.artifacts import Artifact, ArtifactError
+from essayscore.encoder import TextEncoder
+from essayscore.features import FeatureExtractor, add_embedding_features
+from essayscore.result import EssayResult
+from essayscore.scoring_model import TreeModels
+from essayscore.text import has_prompt
+from essayscore.windows import pool_windows
 
 PROMPT_CACHE_SIZE = 1024  # distinct prompts whose embeddings are kept (384-1024 floats each)
 
@@ -54,41 +55,31 @@ class LruCache:
                 self._data.popitem(last=False)
 
 
-@dataclass
-class Scored:
-    """One essay's result plus what an explanation needs (the model's input row)."""
-
-    result: dict
-    x: np.ndarray  # model feature vector (preprocessed), in ScoringModel.feature_names order
-    handcrafted: np.ndarray  # raw handcrafted values, in FEATURES order
-    matches: list[GrammarMatch] = field(default_factory=list)
-
-
-def load_error_detector(artifact_dir: Path):
-    """The artifact's learned error detector, or None for a model trained without one."""
-    from essayscore.error_detector import DETECTOR_FILE, ErrorDetector
-
-    path = Path(artifact_dir) / DETECTOR_FILE
-    return ErrorDetector.load(path) if path.is_file() else None
+def artifact_extractor(artifact: Artifact, extractor: FeatureExtractor | None = None) -> FeatureExtractor:
+    """A feature extractor with the artifact's error detector (or none): a caller's extractor gets it too, since
+    without it the ``learned_errors`` columns are NaN and the scores are not the model's."""
+    extractor = extractor or FeatureExtractor()
+    extractor.error_detector = artifact.error_detector()
+    return extractor
 
 
 class EssayScorer:
-    def __init__(self, artifact_dir: Path, encoder: Encoder | None = None, extractor: FeatureExtractor | None = None,
-                 trees: TreeModels | None = None):
-        self.artifact_dir = Path(artifact_dir)
-        self.manifest = artifacts.verify(self.artifact_dir)
-        self.version = self.manifest["version"]
-        self.config = json.loads((self.artifact_dir / "config.json").read_text())
-        enc = self.config["encoder"]
-        self.encoder = encoder or Encoder(enc["name"], window=enc["window"], stride=enc["stride"])
+    def __init__(self, artifact: Artifact | Path, encoder: TextEncoder | None = None,
+                 extractor: FeatureExtractor | None = None, trees: TreeModels | None = None):
+        self.artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.artifact_dir = self.artifact.dir
+        self.version = self.artifact.version
+        enc = self.artifact.encoder_config
+        if encoder is None:
+            from essayscore.torch_encoder import TorchEncoder  # torch only when no other backend is given
+
+            encoder = TorchEncoder(enc["name"], window=enc["window"], stride=enc["stride"])
+        self.encoder: TextEncoder = encoder
         if self.encoder.model_id != enc["model_id"]:
-            raise artifacts.ArtifactError(
-                f"artifact {self.version} was trained with encoder {enc['model_id']!r}, "
-                f"but {self.encoder.model_id!r} is loaded")
-        self.error_detector = load_error_detector(self.artifact_dir)
-        self.extractor = extractor or FeatureExtractor(error_detector=self.error_detector)
-        self.extractor.error_detector = self.error_detector  # a caller's extractor gets this artifact's (or none)
-        self.model = ScoringModel.load(self.artifact_dir, trees)
+            raise ArtifactError(f"artifact {self.version} was trained with encoder {enc['model_id']!r}, "
+                                f"but {self.encoder.model_id!r} is loaded")
+        self.extractor = artifact_extractor(self.artifact, extractor)
+        self.model = self.artifact.scoring_model(trees)
         self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
 
     def features(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, list]:
@@ -98,7 +89,7 @@ class EssayScorer:
               timings_ms: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Essay embeddings and prompt embeddings (NaN rows where there is no prompt). Prompts repeat across
         requests (one task prompt, many essays), so their embeddings are kept in a small in-process LRU."""
-        known = {p: self._prompt_cache.get(p) for p in dict.fromkeys(p for p in prompts if p)}
+        known = {p: self._prompt_cache.get(p) for p in dict.fromkeys(p for p in prompts if has_prompt(p))}
         missing = [p for p, vector in known.items() if vector is None]
         t0 = time.perf_counter()
         windows = self.encoder.windows(list(essays) + missing)
@@ -112,13 +103,13 @@ class EssayScorer:
             known[prompt] = vector
             self._prompt_cache.put(prompt, vector)
         prompt_emb = np.full_like(essay_emb, np.nan)
-        for i, prompt in enumerate(prompts):
-            if prompt:
-                prompt_emb[i] = known[prompt]
+        for i, text in enumerate(prompts):
+            if has_prompt(text):
+                prompt_emb[i] = known[text]
         return essay_emb, prompt_emb
 
     def score(self, essays: Sequence[str], prompts: Sequence[str | None] | None = None,
-              timings_ms: dict[str, float] | None = None) -> list[Scored]:
+              timings_ms: dict[str, float] | None = None) -> list[EssayResult]:
         """Score essays together; per-stage milliseconds (features, tokenise, encoder, trees) are added into
         ``timings_ms`` when given."""
         prompts = list(prompts) if prompts is not None else [None] * len(essays)
@@ -129,18 +120,18 @@ class EssayScorer:
         t1 = time.perf_counter()
         hand = add_embedding_features(hand, essay_emb, prompt_emb)
         x = self.model.transform(hand, essay_emb)
-        pred: Predictions = self.model.predict(x)
+        pred = self.model.predict(x)
         _add(timings_ms, trees_ms=time.perf_counter() - t1)
-        return [Scored(pred.row(i), x[i], hand[i], matches[i]) for i in range(len(essays))]
+        return [pred.result(i, self.version, x[i], hand[i], matches[i]) for i in range(len(essays))]
 
     def score_isolated(self, essays: Sequence[str], prompts: Sequence[str | None],
-                       timings_ms: dict[str, float] | None = None) -> list[Scored | Exception]:
+                       timings_ms: dict[str, float] | None = None) -> list[EssayResult | Exception]:
         """Like :meth:`score`, but if the batch fails, each essay is scored alone so that only the essay that
         breaks gets an Exception in its place (the batch CLI and the service both rely on this)."""
         try:
             return list(self.score(essays, prompts, timings_ms))
         except Exception:  # noqa: BLE001 - narrowed down essay by essay below
-            out: list[Scored | Exception] = []
+            out: list[EssayResult | Exception] = []
             for essay, prompt in zip(essays, prompts):
                 try:
                     out.extend(self.score([essay], [prompt], timings_ms))

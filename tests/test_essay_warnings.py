@@ -1,11 +1,12 @@
-"""essayscore.warnings on planted cases: too short, off-topic (from the handcrafted prompt features), not English."""
+"""essayscore.essay_warnings on planted cases: too short, off-topic (from the handcrafted prompt features),
+not English."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from essayscore import warnings as w
+from essayscore import essay_warnings as w
 from essayscore.features.registry import FEATURE_INDEX, FEATURES
 
 ENGLISH = ("Many people believe that children should learn a foreign language at primary school. In my opinion this "
