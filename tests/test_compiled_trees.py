@@ -138,7 +138,7 @@ def test_trained_models_compile_and_match_xgboost_on_real_test_essays(trained_ar
     from essayscore.essay_scorer import EssayScorer
     from essayscore.scoring_model import XGBoostTrees
 
-    split = pd.read_csv(trained_artifact / "splits.csv")
+    split = pd.read_csv(trained_artifact / Layout.SPLITS)
     test_ids = set(split.loc[split["split"] == "test", "essay_id"])
     rows = shared_essays[shared_essays["essay_id"].isin(test_ids)].head(24)
     assert len(rows) >= 10

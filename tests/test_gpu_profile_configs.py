@@ -77,7 +77,7 @@ def test_gpu_configs_parse_and_line_up(gpu_repo: Path, trained_artifact: Path) -
     assert [t.name for t in fil.input] == ["input__0"] and [t.name for t in fil.output] == ["output__0"]
     assert list(fil.output[0].dims) == [1]
     assert sha256_file(gpu_repo / io.BAND_REGRESSOR / "1" / "xgboost.json") == sha256_file(
-        trained_artifact / "regressor.json")
+        trained_artifact / Layout.TREES)
     assert not list((gpu_repo / io.BAND_REGRESSOR / "1").glob("*.so"))
 
     # postprocess reads the trees' output and the model input row (assemble's FEATURE_VECTOR, also the trees' input)

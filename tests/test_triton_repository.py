@@ -155,13 +155,14 @@ def test_ensemble_equals_in_process_scoring(protocol, served, onnx_reference, ca
 
 def test_steps_in_process_equal_in_process_scoring(cpu_repo: Path, onnx_reference, cases) -> None:
     """The python models' steps on the repository's own files (no server) compute what EssayScorer does."""
+    from essayscore.artifacts import Layout
     from essayscore.triton_models.steps import AssembleStep, EncoderStep, PostprocessStep, PreprocessStep, TreesStep
 
     scorer, expected = onnx_reference
     folder = {model: cpu_repo / model / "1"
               for model in (io.PREPROCESS, io.ENCODER, io.ASSEMBLE, io.BAND_REGRESSOR, io.POSTPROCESS)}
     preprocess = PreprocessStep(folder[io.PREPROCESS] / "encoder",
-                                detector_path=folder[io.PREPROCESS] / "artifact" / "error_detector.npz")
+                                detector_path=folder[io.PREPROCESS] / "artifact" / Layout.DETECTOR)
     encoder = EncoderStep(folder[io.ENCODER] / "encoder.fp32.onnx", folder[io.ENCODER])
     assemble = AssembleStep(folder[io.ASSEMBLE] / "artifact")
     trees = TreesStep(folder[io.BAND_REGRESSOR] / "regressor.so")
