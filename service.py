@@ -4,7 +4,8 @@
     ESSAYSCORE_RUNTIME=triton ESSAYSCORE_TRITON_URL=127.0.0.1:18000 bentoml serve service:EssayScoreService
 
 Endpoints: POST /score, POST /score_batch, GET|POST /metadata, BentoML's /livez /readyz /metrics /docs.json.
-Requests take the package's one request path (essayscore.serving.score_requests), as the batch CLI does.
+Requests take the package's one request path (essayscore.serving.score_requests, as the batch CLI does); the
+responses come from essayscore.scoring_api.ScoringApi, which a second transport can serve as well.
 Errors always look like ``{"error": {"code", "message", "field"}}`` (codes in essayscore.api_models); bodies over
 the limit get 413, undecodable UTF-8 400 ``invalid_utf8``, pydantic schema errors 400 with a mapped code, and a
 model backend that cannot answer 503 ``runtime_unavailable``. The model logic lives in essayscore.runtimes.
@@ -12,8 +13,6 @@ model backend that cannot answer 503 ``runtime_unavailable``. The model logic li
 
 from __future__ import annotations
 
-import hashlib
-import time
 from pathlib import Path
 
 import bentoml
@@ -23,7 +22,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 with bentoml.importing():
-    from essayscore import essay_warnings
     from essayscore.api_models import (
         BatchRequest,
         BatchResponse,
@@ -32,14 +30,12 @@ with bentoml.importing():
         ScoreResponse,
         error_body,
     )
-    from essayscore.artifacts import Artifact
     from essayscore.http_guard import ApiGuard
-    from essayscore.serving import Outcome, score_requests
+    from essayscore.scoring_api import ScoringApi, max_body_bytes
     from essayscore.settings import get_settings
 
 SETTINGS = get_settings()
-# The largest legitimate body: a full batch of maximal essays and prompts, every character JSON-escaped (\uXXXX).
-MAX_BODY_BYTES = SETTINGS.max_batch_size * (SETTINGS.max_essay_chars + SETTINGS.max_prompt_chars) * 6 + 65_536
+MAX_BODY_BYTES = max_body_bytes(SETTINGS)
 API_PATHS = ("/score", "/score_batch", "/metadata")
 
 STAGE_SECONDS = bentoml.metrics.Histogram(
@@ -56,7 +52,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 async def get_metadata(request: Request) -> JSONResponse:
     """GET /metadata (BentoML APIs are POST only; this mounted route serves the same payload)."""
-    return JSONResponse(bentoml.get_current_service().metadata_payload)
+    return JSONResponse(bentoml.get_current_service().api.metadata)
 
 
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", get_metadata, methods=["GET"])]), path="/")
@@ -67,19 +63,11 @@ class EssayScoreService:
         model_ref = bentoml.models.BentoModel(SETTINGS.model_tag)  # bundled into the Bento by `bentoml build`
 
     def __init__(self) -> None:
-        from essayscore.explain import Explainer
-        from essayscore.runtimes import load_runtime
-
-        self.settings = get_settings()
-        self.artifact = Artifact.open(self.settings.model_tag, self.settings.artifacts_dir)
-        self.runtime = load_runtime(self.settings.runtime, self.artifact)
-        self.explainer = Explainer(self.artifact)
-        self.metadata_payload = self._metadata()
+        self.api = ScoringApi()
 
     def __is_ready__(self) -> bool:
-        return self.runtime.ready()
+        return self.api.ready()
 
-    # -- endpoints ------------------------------------------------------------------------------------------
     @bentoml.api(route="/score", output_spec=ScoreResponse)
     def score(self, request: ScoreRequest, /):
         from essayscore.runtimes import RuntimeUnavailable
@@ -96,12 +84,9 @@ class EssayScoreService:
     def score_batch(self, request: BatchRequest, /):
         from essayscore.runtimes import RuntimeUnavailable
 
-        limit = self.settings.max_batch_size
-        if len(request.items) > limit:
-            return error_response(400, "batch_too_large", f"the batch has {len(request.items)} items; the limit "
-                                                          f"is {limit}", "items")
-        if not request.items:
-            return error_response(400, "empty", "'items' is empty", "items")
+        refused = self.api.check_batch(request.items)
+        if refused is not None:
+            return error_response(refused.status, refused.code, refused.message, refused.field)
         try:
             answered = self._score_many(request.items)
         except RuntimeUnavailable as exc:
@@ -112,62 +97,13 @@ class EssayScoreService:
 
     @bentoml.api(route="/metadata", output_spec=MetadataResponse)
     def metadata(self) -> MetadataResponse:
-        return MetadataResponse.model_validate(self.metadata_payload)
+        return MetadataResponse.model_validate(self.api.metadata)
 
-    # -- glue -----------------------------------------------------------------------------------------------
-    def _score_many(self, raw_items: list) -> list[tuple[Outcome, dict | None]]:
-        """The one request path (essayscore.serving), then each scored item's warnings, explanation and response
-        body (None for an item with an error). Order preserved."""
-        start = time.perf_counter()
-        collected = score_requests(self.runtime, raw_items)
-        for name, ms in collected.timings_ms.items():
-            STAGE_SECONDS.labels(stage=name.removesuffix("_ms"), runtime=self.runtime.name).observe(ms / 1e3)
-        return [(o, self._format(o, {"validation_ms": o.validation_ms, **collected.timings_ms}, start)
-                 if o.result is not None else None) for o in collected.outcomes]
-
-    def _format(self, outcome: Outcome, timings: dict, start: float) -> dict:
-        req, r = outcome.request, outcome.result
-        t0 = time.perf_counter()
-        warnings = [w.to_dict() for w in essay_warnings.check(req.essay, req.prompt, r.handcrafted)]
-        t1 = time.perf_counter()
-        explanation = self.explainer.explain(r.feature_vector, r.handcrafted)[0] if req.explain else None
-        t2 = time.perf_counter()
-        timings = {**timings, "warnings_ms": (t1 - t0) * 1e3}
-        if req.explain:
-            timings["explain_ms"] = (t2 - t1) * 1e3
-        timings["total_ms"] = (time.perf_counter() - start) * 1e3
-        for stage in ("warnings", "explain", "total"):
-            if f"{stage}_ms" in timings:
-                STAGE_SECONDS.labels(stage=stage, runtime=self.runtime.name).observe(timings[f"{stage}_ms"] / 1e3)
-        PREDICTED_BANDS.labels(band=r.band_label).inc()
-        return {
-            "essay_id": req.essay_id or "essay-" + hashlib.sha256(req.essay.encode("utf-8")).hexdigest()[:12],
-            "ielts_band": r.ielts_band, "ielts_band_label": r.band_label, "ielts_raw": r.ielts_raw,
-            "band_interval": {"low": r.band_interval[0], "high": r.band_interval[1],
-                              "level": self.artifact.interval_level},
-            "cefr": r.cefr, "cefr_probabilities": dict(r.cefr_probabilities),
-            "length_adjustment": r.length_adjustment, "explanation": explanation,
-            "issues": [m.to_dict() for m in r.matches] if req.include_issues else None,
-            "warnings": warnings, "model_version": r.model_version, "runtime": self.runtime.name,
-            "timings": timings,
-        }
-
-    def _metadata(self) -> dict:
-        a, s = self.artifact, self.settings
-        sources = a.sources or {"sources": [], "licence": ""}  # an artifact from before sources were recorded
-        keep = ("key", "name", "texts", "label_type", "licence", "commercial_use", "citation")  # no host paths
-        return {
-            "model_version": self.runtime.version, "runtime": self.runtime.name,
-            "encoder": {**a.encoder_config, "backend": self.runtime.encoder_backend},
-            "metrics": a.metrics.get("splits", a.metrics),
-            "feature_registry": a.registry,
-            "interval_level": a.interval_level,
-            "limits": {"max_essay_chars": s.max_essay_chars, "max_prompt_chars": s.max_prompt_chars,
-                       "max_batch_size": s.max_batch_size, "max_body_bytes": MAX_BODY_BYTES,
-                       "min_words_warning": s.min_words_warning},
-            "training_sources": [{k: src[k] for k in keep} for src in sources["sources"]],
-            "licence": sources["licence"],
-        }
+    def _score_many(self, raw_items: list):
+        runtime = self.api.runtime.name
+        return self.api.score_many(
+            raw_items, observe=lambda stage, s: STAGE_SECONDS.labels(stage=stage, runtime=runtime).observe(s),
+            on_band=lambda band: PREDICTED_BANDS.labels(band=band).inc())
 
 
 # Body-size limit (413), UTF-8 check and one error shape for BentoML's own errors (essayscore.http_guard)

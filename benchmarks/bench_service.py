@@ -81,9 +81,9 @@ def stage_breakdown(svc, essays, prompts, other_essays) -> str:
     stages = ["validation_ms", "features_ms", "tokenise_ms", "encoder_ms", "trees_ms", "warnings_ms", "explain_ms"]
     seen: dict[str, list[float]] = {s: [] for s in stages + ["serialisation_ms", "total_ms"]}
     for essay, prompt in zip(essays, prompts):
-        ok, payload, _ = svc._score_many([{"essay": essay, "prompt": prompt, "explain": True,
-                                            "include_issues": True}])[0]
-        assert ok, payload
+        outcome, payload = svc._score_many([{"essay": essay, "prompt": prompt, "explain": True,
+                                             "include_issues": True}])[0]
+        assert outcome.ok, outcome.error
         t0 = time.perf_counter()
         ScoreResponse.model_validate(payload).model_dump_json()
         ser = (time.perf_counter() - t0) * 1e3
@@ -93,13 +93,13 @@ def stage_breakdown(svc, essays, prompts, other_essays) -> str:
         seen["total_ms"].append(payload["timings"]["total_ms"] + ser)
 
     # the features stage split (other essays of the same length: the grammar checker caches texts it has seen)
-    parse_s, check_s = feature_stage_seconds(svc.runtime.scorer.extractor, other_essays)
+    parse_s, check_s = feature_stage_seconds(svc.api.runtime.scorer.extractor, other_essays)
     spacy_ms, grammar_ms = [1e3 * x for x in parse_s], [1e3 * x for x in check_s]
 
     total = statistics.median(seen["total_ms"])
     names = {"validation_ms": "validation (schema + text rules)", "features_ms": "features (91 signals)",
              "tokenise_ms": "tokenisation + windows",
-             "encoder_ms": f"encoder ({svc.runtime.scorer.encoder.name}, {svc.runtime.encoder_backend})",
+             "encoder_ms": f"encoder ({svc.api.runtime.scorer.encoder.name}, {svc.api.runtime.encoder_backend})",
              "trees_ms": "trees (preprocess + XGBoost, both heads)", "warnings_ms": "warnings",
              "explain_ms": "SHAP explanation (pred_contribs)", "serialisation_ms": "serialisation (JSON)",
              "total_ms": "**total** (server-side, before HTTP)"}
@@ -419,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     import service
 
     svc = service.EssayScoreService.inner()
-    scorer = svc.runtime.scorer  # the shipped default: the artifact's int8 ONNX encoder
-    assert svc.runtime.encoder_backend == "onnx-int8", svc.runtime.encoder_backend
+    scorer = svc.api.runtime.scorer  # the shipped default: the artifact's int8 ONNX encoder
+    assert svc.api.runtime.encoder_backend == "onnx-int8", svc.api.runtime.encoder_backend
     torch_scorer = EssayScorer(artifact, extractor=scorer.extractor)
     if not args.no_triton:  # reuses the artifact's validated int8 export
         log(f"cpu Triton repository ({DEFAULT_CPU_VARIANT} encoder) in {args.repo}")
