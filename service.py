@@ -13,6 +13,7 @@ model backend that cannot answer 503 ``runtime_unavailable``. The model logic li
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import bentoml
@@ -37,6 +38,12 @@ with bentoml.importing():
 SETTINGS = get_settings()
 MAX_BODY_BYTES = max_body_bytes(SETTINGS)
 API_PATHS = ("/score", "/score_batch", "/metadata")
+# The guard (essayscore.http_guard) answers 504 and 429 in the one error shape; BentoML's own traffic limits stay
+# as a backstop just behind it (its answers would be {"error": str}).
+REQUEST_TIMEOUT_S = 300
+MAX_CONCURRENCY = 32
+OPENAPI_DESCRIPTION = ("IELTS band, CEFR level, conformal interval, SHAP explanation and warnings for English essays. "
+                       "Every error answer is `{\"error\": {\"code\", \"message\", \"field\"}}` (ErrorResponse).")
 
 STAGE_SECONDS = bentoml.metrics.Histogram(
     name="essayscore_stage_seconds", documentation="Latency of each scoring stage (seconds).",
@@ -56,8 +63,8 @@ async def get_metadata(request: Request) -> JSONResponse:
 
 
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", get_metadata, methods=["GET"])]), path="/")
-@bentoml.service(name="essayscore", workers=SETTINGS.workers, traffic={"timeout": 300, "max_concurrency": 32},
-                 resources={"cpu": "2"})
+@bentoml.service(name="essayscore", workers=SETTINGS.workers, resources={"cpu": "2"},
+                 traffic={"timeout": REQUEST_TIMEOUT_S + 5, "max_concurrency": MAX_CONCURRENCY + SETTINGS.workers})
 class EssayScoreService:
     if ":" in SETTINGS.model_tag and not Path(SETTINGS.model_tag).exists():
         model_ref = bentoml.models.BentoModel(SETTINGS.model_tag)  # bundled into the Bento by `bentoml build`
@@ -106,5 +113,10 @@ class EssayScoreService:
             on_band=lambda band: PREDICTED_BANDS.labels(band=band).inc())
 
 
-# Body-size limit (413), UTF-8 check and one error shape for BentoML's own errors (essayscore.http_guard)
-EssayScoreService.add_asgi_middleware(ApiGuard, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS)
+# Content type (415), body-size limit (413), UTF-8 check, in-flight limit (429), timeout (504), one error shape for
+# BentoML's own errors, and the truthful /docs.json (essayscore.http_guard, essayscore.openapi)
+EssayScoreService.add_asgi_middleware(
+    ApiGuard, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS, timeout_s=REQUEST_TIMEOUT_S,
+    max_concurrency=math.ceil(MAX_CONCURRENCY / SETTINGS.workers),  # per worker, as BentoML divides it
+    openapi={"max_essay_chars": SETTINGS.max_essay_chars, "max_prompt_chars": SETTINGS.max_prompt_chars,
+             "max_batch_size": SETTINGS.max_batch_size, "description": OPENAPI_DESCRIPTION})

@@ -280,7 +280,9 @@ class BentoServer(ManagedServer):
     ``env`` overrides the server's environment (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...); a value of
     None leaves that variable unset. By default the Bento loads ``essayscore:<version>`` from the BentoML store
     (``ESSAYSCORE_MODEL_TAG``; pass a folder path instead to load the folder directly) and runs single-threaded
-    (``OMP_NUM_THREADS=1``; pass None for production threading).
+    (``OMP_NUM_THREADS=1``; pass None for production threading). ``service``: the service to serve, as
+    ``module:attribute`` importable from the repository root (the load tests' wrappers, e.g.
+    ``loadtests.leaky_service:EssayScoreService``).
     """
 
     name = "bentoml serve"
@@ -289,11 +291,12 @@ class BentoServer(ManagedServer):
     tail_lines = 60
 
     def __init__(self, artifact_dir: Path, *, port: int | None = None, log_path: Path | None = None,
-                 **env: str | None) -> None:
+                 service: str = "service:EssayScoreService", **env: str | None) -> None:
         from essayscore.artifacts import verify
 
         self.artifact_dir = Path(artifact_dir)
         self.version = verify(self.artifact_dir)["version"]
+        self.service = service
         self.port = int(port) if port is not None else free_port()
         self.url = f"http://{HOST}:{self.port}"
         merged = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
@@ -308,7 +311,7 @@ class BentoServer(ManagedServer):
 
     def command(self) -> list[str]:
         bentoml_bin = Path(sys.executable).parent / "bentoml"
-        return [str(bentoml_bin), "serve", "service:EssayScoreService", "--host", HOST, "--port", str(self.port)]
+        return [str(bentoml_bin), "serve", self.service, "--host", HOST, "--port", str(self.port)]
 
     def environment(self) -> dict:
         return self.env
@@ -461,3 +464,69 @@ class TritonServer(ManagedServer):
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"
         return f"TritonServer({self.model_repository}, http={self.http_url}, grpc={self.grpc_url}, {state})"
+
+
+# --------------------------------------------------------------------------------------------------
+# The gRPC API
+# --------------------------------------------------------------------------------------------------
+class GrpcServer(ManagedServer):
+    """``essayscore grpc-serve`` on 127.0.0.1 serving the model at ``artifact_dir`` (environment as
+    :class:`BentoServer`: ``essayscore:<version>`` from the BentoML store, ``OMP_NUM_THREADS=1``; ``env`` overrides,
+    None unsets). Ready when grpc.health.v1 says SERVING; ``wait_for="loaded"``: when the model is loaded (Metadata
+    answers), whatever the health says, for a server whose runtime is meant to be down. ``target`` is
+    ``host:port``, the form :class:`essayscore.grpc_api.client.EssayScoreGrpcClient` takes."""
+
+    name = "essayscore grpc-serve"
+    ready_timeout_s = 180.0
+    poll_interval_s = 0.5
+    tail_lines = 60
+
+    def __init__(self, artifact_dir: Path, *, port: int | None = None, log_path: Path | None = None,
+                 wait_for: str = "serving", health_interval_s: float = 0.5, **env: str | None) -> None:
+        from essayscore.artifacts import verify
+
+        self.artifact_dir = Path(artifact_dir)
+        self.version = verify(self.artifact_dir)["version"]
+        self.port = int(port) if port is not None else free_port()
+        self.target = f"{HOST}:{self.port}"
+        self.wait_for = wait_for
+        self.health_interval_s = health_interval_s
+        merged = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
+                  "ESSAYSCORE_ARTIFACTS_DIR": str(self.artifact_dir.parent), "OMP_NUM_THREADS": "1", **env}
+        self.env = {k: v for k, v in merged.items() if v is not None}
+        super().__init__(log_path, log_prefix=f"grpc-{self.port}")
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "essayscore"), "grpc-serve", "--host", HOST, "--port",
+                str(self.port), "--health-interval", str(self.health_interval_s)]
+
+    def environment(self) -> dict:
+        return self.env
+
+    def working_dir(self) -> Path:
+        return REPO
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def client(self, timeout_s: float = 120.0):
+        from essayscore.grpc_api.client import EssayScoreGrpcClient
+
+        return EssayScoreGrpcClient(self.target, timeout_s=timeout_s)
+
+    def is_ready(self, timeout_s: float = 2.0) -> bool:
+        if not self.running():
+            return False
+        from essayscore.grpc_api.client import EssayScoreGrpcError
+
+        with self.client(timeout_s=max(timeout_s, 2.0)) as c:
+            if self.wait_for == "serving":
+                return c.health() == "SERVING"
+            try:
+                c.metadata()
+            except EssayScoreGrpcError:
+                return False
+            return True
+
+    def describe(self) -> str:
+        return f"grpc.health.v1 at {self.target} ({self.wait_for}), model {self.version}"

@@ -4,7 +4,9 @@ Error shape of every 4xx/5xx answer: ``{"error": {"code": str, "message": str, "
 ASGI middleware in :mod:`essayscore.http_guard` rewrites BentoML's own error bodies, e.g. pydantic 400s, into it).
 Codes: ``missing``, ``empty``, ``wrong_type``, ``too_long``, ``no_letters``, ``control_characters``,
 ``invalid_utf8``, ``invalid_json``, ``invalid_request`` (other schema problems), ``batch_too_large``,
-``body_too_large`` (413), ``runtime_unavailable`` (503), ``internal_error`` (500), ``too_many_requests`` (429).
+``body_too_large`` (413), ``unsupported_media_type`` (415), ``scoring_failed`` (422), ``too_many_requests`` (429),
+``internal_error`` (500), ``runtime_unavailable`` (503), ``timeout`` (504). :mod:`essayscore.openapi` publishes these
+models (and every status) in the served OpenAPI document.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ class BatchRequest(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(examples=["empty"])
-    message: str = Field(examples=["'essay' is empty or only whitespace"])
-    field: str | None = Field(None, examples=["essay"])
+    code: str = Field(examples=["empty"], description="A stable machine-readable code (see the status's description).")
+    message: str = Field(examples=["'essay' is empty or only whitespace"], description="For people; may change.")
+    field: str | None = Field(None, examples=["essay"], description="The request field at fault, when there is one.")
 
 
 class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
     error: ErrorDetail
 
 

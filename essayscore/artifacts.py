@@ -134,22 +134,49 @@ def register(directory: Path) -> str:
     return str(tag)
 
 
+def model_store_dir() -> Path:
+    """The BentoML model store's folder (BENTOML_HOME/models)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store_dir.get())
+
+
+def _allowed(folder: Path, reference: str, artifacts_dir: Path | None) -> Path:
+    """``folder`` if it lies inside the artifacts folder or the BentoML model store once symlinks are resolved (a
+    model reference must not point the service at any folder on the host); ArtifactError otherwise."""
+    from essayscore.settings import get_settings
+
+    real = folder.resolve()
+    artifacts_root = Path(artifacts_dir if artifacts_dir is not None else get_settings().artifacts_dir).resolve()
+    if real.is_relative_to(artifacts_root):
+        return folder
+    store_root = model_store_dir().resolve()
+    if real.is_relative_to(store_root):
+        return folder
+    raise ArtifactError(f"model reference {reference!r} is the folder {real}, outside the allowed roots: the "
+                        f"artifacts folder {artifacts_root} (ESSAYSCORE_ARTIFACTS_DIR) and the BentoML model store "
+                        f"{store_root} (BENTOML_HOME/models); name a version, 'latest' or a store tag, or put the "
+                        "artifact under one of them")
+
+
 def resolve(reference: str | Path, artifacts_dir: Path | None = None) -> Path:
     """An artifact folder from a path, a local version name, ``latest``, or a BentoML tag (``essayscore:v...``).
 
-    Local folders win over the model store; ``latest`` is the newest local version, else the store's latest.
+    Local folders win over the model store; ``latest`` is the newest local version, else the store's latest. A
+    folder (given as a path, or found by version name) must lie inside ``artifacts_dir`` (default: the settings'
+    artifacts folder) or the BentoML model store, symlinks resolved: anything else raises ArtifactError.
     """
     reference = str(reference)
     path = Path(reference)
     if path.is_dir():
-        return path
+        return _allowed(path, reference, artifacts_dir)
     if artifacts_dir is not None:
         local = sorted(p for p in Path(artifacts_dir).glob("v*") if (p / MANIFEST).is_file())
         name = reference.split(":", 1)[-1]
         if name == "latest" and local:
-            return local[-1]
+            return _allowed(local[-1], reference, artifacts_dir)
         if (Path(artifacts_dir) / name / MANIFEST).is_file():
-            return Path(artifacts_dir) / name
+            return _allowed(Path(artifacts_dir) / name, reference, artifacts_dir)
     import bentoml
 
     tag = reference if ":" in reference else f"{MODEL_NAME}:{reference}"
@@ -184,7 +211,9 @@ class Artifact:
 
     @classmethod
     def open(cls, reference: str | Path, artifacts_dir: Path | None = None) -> Artifact:
-        """A path, a local version name, ``latest`` or a BentoML tag (see :func:`resolve`), verified."""
+        """A path, a local version name, ``latest`` or a BentoML tag (see :func:`resolve`: a folder outside the
+        artifacts folder and the model store is refused), verified. ``Artifact(path)`` opens any folder: for code
+        that made the folder, not for a user's reference."""
         return cls(resolve(reference, artifacts_dir))
 
     def _read_manifest(self) -> dict:

@@ -30,11 +30,21 @@ def _score(args) -> None:
     from essayscore.settings import get_settings
 
     settings = get_settings()
+    if args.resume:  # refuse an output written for another input before loading the model
+        from essayscore.batch import ResumeError, resume_point
+
+        try:
+            resume_point(Path(args.input), Path(args.output))
+        except ResumeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     # the service loads its runtime this way too (same encoder, same Triton settings: same bands as the API)
     runtime = load_runtime(args.runtime or settings.runtime, Artifact.open(args.model, settings.artifacts_dir))
     if not runtime.ready():
         raise RuntimeUnavailable(f"the {runtime.name} runtime is not ready (Triton at {settings.triton_url}?)")
-    counts = score_csv(runtime, Path(args.input), Path(args.output))
+    counts = score_csv(runtime, Path(args.input), Path(args.output), resume=args.resume)
+    if args.resume:
+        print(f"kept {counts['resumed']} complete rows already in {args.output}")
     print(f"scored {counts['rows'] - counts['errors']} of {counts['rows']} rows with model {runtime.version} "
           f"({runtime.name} runtime); {counts['errors']} rows have an error (see the 'error' column) -> "
           f"{args.output}")
@@ -47,6 +57,12 @@ def _model_card(args) -> None:
 
     artifact = Artifact.open(args.model, get_settings().artifacts_dir)
     print(f"model card -> {model_card.write(artifact.dir, Path(args.out))}")
+
+
+def _grpc_serve(args) -> None:
+    from essayscore.grpc_api.server import run
+
+    run(args)
 
 
 def _info(args) -> None:
@@ -97,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=("embedded", "triton"),
                    help="where the model runs (default: settings.runtime); triton uses ESSAYSCORE_TRITON_URL and "
                         "ESSAYSCORE_TRITON_PROTOCOL")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the complete rows already in OUTPUT (checked: the input's first rows, in order, by id "
+                        "column or else by position), drop a row cut short, score only the rest (appended)")
     p.set_defaults(func=_score)
 
     for name, (_, help_text) in DELEGATED.items():
@@ -105,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="latest")
     p.add_argument("--out", default="docs/model_card.md")
     p.set_defaults(func=_model_card)
+
+    p = sub.add_parser("grpc-serve", help="serve the scoring API over gRPC (essayscore.v1.EssayScore + health)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--model", help="model tag or path (default: settings.model_tag, ESSAYSCORE_MODEL_TAG)")
+    p.add_argument("--threads", type=int, help="scoring threads (default: the usable cores, at least 2)")
+    p.add_argument("--max-concurrent", type=int, default=32, help="calls in flight before RESOURCE_EXHAUSTED")
+    p.add_argument("--health-interval", type=float, default=2.0, help="seconds between readiness probes")
+    p.set_defaults(func=_grpc_serve)
 
     p = sub.add_parser("info", help="print an artifact's manifest summary (verifies its hashes)")
     p.add_argument("--model", default="latest")

@@ -102,7 +102,17 @@ class ScoringApi:
         a, s = self.artifact, self.settings
         sources = a.sources or {"sources": [], "licence": ""}  # an artifact from before sources were recorded
         keep = ("key", "name", "texts", "label_type", "licence", "commercial_use", "citation")  # no host paths
-        return {
+
+        def no_paths(value):  # e.g. an encoder loaded from a local folder is named by its path: keep the last part
+            if isinstance(value, dict):
+                return {k: no_paths(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [no_paths(v) for v in value]
+            if isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/")):
+                return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+            return value
+
+        return no_paths({
             "model_version": self.runtime.version, "runtime": self.runtime.name,
             "encoder": {**a.encoder_config, "backend": self.runtime.encoder_backend},
             "metrics": a.metrics.get("splits", a.metrics),
@@ -113,4 +123,4 @@ class ScoringApi:
                        "min_words_warning": s.min_words_warning},
             "training_sources": [{k: src[k] for k in keep} for src in sources["sources"]],
             "licence": sources["licence"],
-        }
+        })

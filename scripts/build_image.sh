@@ -186,6 +186,11 @@ if want containerize; then
     > "$STATE/containerize.log" 2>&1 || { tail -40 "$STATE/containerize.log" >&2; die "bentoml containerize failed"; }
   # a rebuild leaves the previous image untagged; with vfs every layer is a full copy, so drop dangling ones
   buildah rmi --prune >/dev/null 2>&1 || true
+  # the Bento's Dockerfile ends with USER bentoml (uid 1034); refuse an image whose default user is root
+  image_user="$(buildah inspect --type image "$TAG" \
+                | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["OCIv1"]["config"].get("User") or "")')"
+  case "${image_user%%:*}" in ""|root|0) die "image $TAG runs as root (User='$image_user')" ;; esac
+  echo "IMAGE_USER $image_user"
   step_end containerize
 fi
 

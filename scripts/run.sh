@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up .venv, train the default model if none is built yet, score the example CSV (batch path),
-# then serve the BentoML service on the embedded runtime (foreground; Ctrl-C stops it).
+# then serve the BentoML service on the embedded runtime (foreground; Ctrl-C stops it) with the gRPC API beside it.
 #   scripts/run.sh [--no-serve] [INPUT.csv [OUTPUT.csv]]   (defaults: examples/essays.csv -> out/scores.csv)
-#   PORT=3000 HOST=127.0.0.1 by default.
+#   PORT=3000 GRPC_PORT=50051 HOST=127.0.0.1 by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 serve=1
@@ -19,6 +19,12 @@ mkdir -p "$(dirname "$output")"
 .venv/bin/essayscore score "$input" -o "$output"
 cut -c1-200 "$output"
 if [ "$serve" = 1 ]; then
+  if [ "${GRPC_PORT:-50051}" != 0 ]; then  # the gRPC API beside the Bento (README: gRPC API); GRPC_PORT=0: off
+    .venv/bin/essayscore grpc-serve --host "${HOST:-127.0.0.1}" --port "${GRPC_PORT:-50051}" &
+    grpc_pid=$!
+    trap 'kill "$grpc_pid" 2>/dev/null || true' EXIT
+    echo "gRPC on ${HOST:-127.0.0.1}:${GRPC_PORT:-50051}  (essayscore.v1.EssayScore, grpc.health.v1)"
+  fi
   echo "serving on http://${HOST:-127.0.0.1}:${PORT:-3000}  (POST /score, /score_batch; GET /metadata, /readyz, /metrics; OpenAPI at /docs.json)"
-  exec .venv/bin/bentoml serve service:EssayScoreService --host "${HOST:-127.0.0.1}" --port "${PORT:-3000}"
+  .venv/bin/bentoml serve service:EssayScoreService --host "${HOST:-127.0.0.1}" --port "${PORT:-3000}"
 fi

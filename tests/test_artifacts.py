@@ -114,3 +114,57 @@ def test_the_triton_steps_refuse_a_reordered_registry_at_load(trained_artifact, 
     for step in (lambda: AssembleStep(copy), lambda: PostprocessStep(copy, "v")):
         with pytest.raises(artifacts.ArtifactError, match="feature registry differs"):
             step()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model references (--model, ESSAYSCORE_MODEL_TAG) stay inside the artifacts folder and the BentoML model store
+# ---------------------------------------------------------------------------------------------------------------
+def test_a_folder_outside_the_artifacts_folder_and_the_store_is_refused(tmp_path):
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    outside = _make(tmp_path / "elsewhere")
+    for reference in (outside, str(outside), f"{root}/../elsewhere/{outside.name}"):
+        with pytest.raises(artifacts.ArtifactError, match="outside the allowed roots") as refused:
+            artifacts.resolve(reference, root)
+        assert str(root.resolve()) in str(refused.value)
+        assert str(artifacts.model_store_dir().resolve()) in str(refused.value)
+    with pytest.raises(artifacts.ArtifactError, match="outside the allowed roots"):
+        artifacts.Artifact.open(str(outside), root)
+    with pytest.raises(artifacts.ArtifactError, match="outside the allowed roots"):  # default: the settings' folder
+        artifacts.resolve(str(outside))
+
+
+def test_a_symlink_in_the_artifacts_folder_pointing_outside_is_refused(tmp_path):
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    outside = _make(tmp_path / "elsewhere", "v20260105-000000")
+    (root / outside.name).symlink_to(outside, target_is_directory=True)
+    for reference in (str(root / outside.name), outside.name, "latest", f"essayscore:{outside.name}"):
+        with pytest.raises(artifacts.ArtifactError, match="outside the allowed roots"):
+            artifacts.resolve(reference, root)
+
+
+def test_versions_latest_store_tags_and_folders_inside_the_roots_still_resolve(tmp_path):
+    root = tmp_path / "artifacts"
+    older, newer = _make(root, "v20260106-000000"), _make(root, "v20260107-000000")
+    assert artifacts.resolve("latest", root) == newer
+    assert artifacts.resolve(older.name, root) == older
+    assert artifacts.resolve(f"essayscore:{older.name}", root) == older
+    assert artifacts.resolve(str(older), root) == older and artifacts.resolve(older, root) == older
+    (root / "alias").symlink_to(older, target_is_directory=True)  # a link that stays inside is fine
+    assert artifacts.resolve(str(root / "alias"), root) == root / "alias"
+    tag = artifacts.register(older)
+    stored = artifacts.resolve(tag, tmp_path / "nowhere")  # the store, by tag
+    assert artifacts.verify(stored)["version"] == older.name
+    assert artifacts.resolve(str(stored), tmp_path / "nowhere") == stored  # the store's own folder, by path
+
+
+def test_cli_refuses_a_model_folder_outside_the_roots_clearly(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    outside = _make(tmp_path / "elsewhere")
+    done = subprocess.run([sys.executable, "-m", "essayscore.cli", "info", "--model", str(outside)],
+                          capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 2 and "outside the allowed roots" in done.stderr and "Traceback" not in done.stderr
