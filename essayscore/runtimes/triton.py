@@ -27,8 +27,9 @@ from essayscore.result import EssayResult
 from essayscore.runtimes import Batch, Item, RuntimeUnavailable
 from essayscore.settings import get_settings
 
+# "not healthy": a python-backend stub process died ("Stub process 'preprocess_0_0' is not healthy")
 _TRANSIENT_MARKERS = ("unavailable", "deadline", "connect", "timed out", "timeout", "unknown model",
-                      "not ready", "not found", "reset by peer", "broken pipe", "socket closed")
+                      "not ready", "not found", "reset by peer", "broken pipe", "socket closed", "not healthy")
 
 
 def _is_transient(exc: BaseException) -> bool:
