@@ -274,44 +274,30 @@ def own_bentoml_home(shared: str | None, port: int) -> Path:
     return home
 
 
-class BentoServer(ManagedServer):
-    """``bentoml serve service:EssayScoreService`` on 127.0.0.1 (1 worker) serving the model at ``artifact_dir``.
+class ModelServer(ManagedServer):
+    """A server of this project's model (the Bento, the gRPC sidecar) on one free port of 127.0.0.1.
 
-    ``env`` overrides the server's environment (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...); a value of
-    None leaves that variable unset. By default the Bento loads ``essayscore:<version>`` from the BentoML store
-    (``ESSAYSCORE_MODEL_TAG``; pass a folder path instead to load the folder directly) and runs single-threaded
-    (``OMP_NUM_THREADS=1``; pass None for production threading). ``service``: the service to serve, as
-    ``module:attribute`` importable from the repository root (the load tests' wrappers, e.g.
-    ``loadtests.leaky_service:EssayScoreService``).
-    """
+    The environment: ``essayscore:<version>`` from the BentoML store (``ESSAYSCORE_MODEL_TAG``; pass a folder path
+    instead to load the folder directly), single-threaded (``OMP_NUM_THREADS=1``; pass None for production
+    threading); ``env`` overrides (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...), None leaves a variable
+    unset."""
 
-    name = "bentoml serve"
-    ready_timeout_s = 240.0
-    poll_interval_s = 0.5
-    tail_lines = 60
+    log_name = "model"
 
-    def __init__(self, artifact_dir: Path, *, port: int | None = None, log_path: Path | None = None,
-                 service: str = "service:EssayScoreService", **env: str | None) -> None:
+    def __init__(self, artifact_dir: Path, port: int | None, log_path: Path | None, env: dict[str, str | None]):
         from essayscore.artifacts import verify
 
         self.artifact_dir = Path(artifact_dir)
         self.version = verify(self.artifact_dir)["version"]
-        self.service = service
         self.port = int(port) if port is not None else free_port()
-        self.url = f"http://{HOST}:{self.port}"
         merged = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
                   "ESSAYSCORE_ARTIFACTS_DIR": str(self.artifact_dir.parent), "OMP_NUM_THREADS": "1", **env}
         self.env = {k: v for k, v in merged.items() if v is not None}  # None: leave the variable unset
-        self.env["BENTOML_HOME"] = str(own_bentoml_home(self.env.get("BENTOML_HOME"), self.port))
-        super().__init__(log_path, log_prefix=f"bento-{self.port}")
+        super().__init__(log_path, log_prefix=f"{self.log_name}-{self.port}")
 
     @property
     def runtime(self) -> str:
         return self.env.get("ESSAYSCORE_RUNTIME", "embedded")
-
-    def command(self) -> list[str]:
-        bentoml_bin = Path(sys.executable).parent / "bentoml"
-        return [str(bentoml_bin), "serve", self.service, "--host", HOST, "--port", str(self.port)]
 
     def environment(self) -> dict:
         return self.env
@@ -321,6 +307,32 @@ class BentoServer(ManagedServer):
 
     def ports(self) -> list[int]:
         return [self.port]
+
+
+class BentoServer(ModelServer):
+    """``bentoml serve service:EssayScoreService`` on 127.0.0.1 (1 worker) serving the model at ``artifact_dir``
+    (environment: :class:`ModelServer`). ``service``: the service to serve, as ``module:attribute`` importable from
+    the repository root (the load tests' wrappers, e.g. ``loadtests.leaky_service:EssayScoreService``).
+    """
+
+    name = "bentoml serve"
+    log_name = "bento"
+    ready_timeout_s = 240.0
+    poll_interval_s = 0.5
+    tail_lines = 60
+
+    def __init__(self, artifact_dir: Path, *, port: int | None = None, log_path: Path | None = None,
+                 service: str = "service:EssayScoreService", **env: str | None) -> None:
+        self.service = service
+        port = int(port) if port is not None else free_port()
+        # each Bento its own BENTOML_HOME (and so its own metrics folder) over the shared model store
+        env["BENTOML_HOME"] = str(own_bentoml_home(env.get("BENTOML_HOME", os.environ.get("BENTOML_HOME")), port))
+        super().__init__(artifact_dir, port, log_path, env)
+        self.url = f"http://{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        bentoml_bin = Path(sys.executable).parent / "bentoml"
+        return [str(bentoml_bin), "serve", self.service, "--host", HOST, "--port", str(self.port)]
 
     def is_ready(self, timeout_s: float = 2.0) -> bool:
         return self.running() and http_ok(self.url + "/readyz", timeout_s=max(timeout_s, 2.0))
@@ -469,45 +481,28 @@ class TritonServer(ManagedServer):
 # --------------------------------------------------------------------------------------------------
 # The gRPC API
 # --------------------------------------------------------------------------------------------------
-class GrpcServer(ManagedServer):
-    """``essayscore grpc-serve`` on 127.0.0.1 serving the model at ``artifact_dir`` (environment as
-    :class:`BentoServer`: ``essayscore:<version>`` from the BentoML store, ``OMP_NUM_THREADS=1``; ``env`` overrides,
-    None unsets). Ready when grpc.health.v1 says SERVING; ``wait_for="loaded"``: when the model is loaded (Metadata
-    answers), whatever the health says, for a server whose runtime is meant to be down. ``target`` is
+class GrpcServer(ModelServer):
+    """``essayscore grpc-serve`` on 127.0.0.1 serving the model at ``artifact_dir`` (environment:
+    :class:`ModelServer`). Ready when grpc.health.v1 says SERVING; ``wait_for="loaded"``: when the model is loaded
+    (Metadata answers), whatever the health says, for a server whose runtime is meant to be down. ``target`` is
     ``host:port``, the form :class:`essayscore.grpc_api.client.EssayScoreGrpcClient` takes."""
 
     name = "essayscore grpc-serve"
+    log_name = "grpc"
     ready_timeout_s = 180.0
     poll_interval_s = 0.5
     tail_lines = 60
 
     def __init__(self, artifact_dir: Path, *, port: int | None = None, log_path: Path | None = None,
                  wait_for: str = "serving", health_interval_s: float = 0.5, **env: str | None) -> None:
-        from essayscore.artifacts import verify
-
-        self.artifact_dir = Path(artifact_dir)
-        self.version = verify(self.artifact_dir)["version"]
-        self.port = int(port) if port is not None else free_port()
-        self.target = f"{HOST}:{self.port}"
         self.wait_for = wait_for
         self.health_interval_s = health_interval_s
-        merged = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
-                  "ESSAYSCORE_ARTIFACTS_DIR": str(self.artifact_dir.parent), "OMP_NUM_THREADS": "1", **env}
-        self.env = {k: v for k, v in merged.items() if v is not None}
-        super().__init__(log_path, log_prefix=f"grpc-{self.port}")
+        super().__init__(artifact_dir, port, log_path, env)
+        self.target = f"{HOST}:{self.port}"
 
     def command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "essayscore"), "grpc-serve", "--host", HOST, "--port",
                 str(self.port), "--health-interval", str(self.health_interval_s)]
-
-    def environment(self) -> dict:
-        return self.env
-
-    def working_dir(self) -> Path:
-        return REPO
-
-    def ports(self) -> list[int]:
-        return [self.port]
 
     def client(self, timeout_s: float = 120.0):
         from essayscore.grpc_api.client import EssayScoreGrpcClient
