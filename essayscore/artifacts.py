@@ -210,6 +210,11 @@ class Artifact:
             self.check_registry()
 
     @classmethod
+    def of(cls, artifact: Artifact | Path) -> Artifact:
+        """``artifact`` itself, or the (verified) artifact in that folder: for functions that take either."""
+        return artifact if isinstance(artifact, Artifact) else cls(Path(artifact))
+
+    @classmethod
     def open(cls, reference: str | Path, artifacts_dir: Path | None = None) -> Artifact:
         """A path, a local version name, ``latest`` or a BentoML tag (see :func:`resolve`: a folder outside the
         artifacts folder and the model store is refused), verified. ``Artifact(path)`` opens any folder: for code

@@ -17,6 +17,7 @@ import numpy as np
 from essayscore.artifacts import Artifact, ArtifactError
 from essayscore.encoder import TextEncoder
 from essayscore.features import FeatureExtractor, add_embedding_features
+from essayscore.features.extractor import with_error_detector
 from essayscore.result import EssayResult
 from essayscore.scoring_model import TreeModels
 from essayscore.text import has_prompt
@@ -58,15 +59,13 @@ class LruCache:
 def artifact_extractor(artifact: Artifact, extractor: FeatureExtractor | None = None) -> FeatureExtractor:
     """A feature extractor with the artifact's error detector (or none): a caller's extractor gets it too, since
     without it the ``learned_errors`` columns are NaN and the scores are not the model's."""
-    extractor = extractor or FeatureExtractor()
-    extractor.error_detector = artifact.error_detector()
-    return extractor
+    return with_error_detector(artifact.error_detector(), extractor)
 
 
 class EssayScorer:
     def __init__(self, artifact: Artifact | Path, encoder: TextEncoder | None = None,
                  extractor: FeatureExtractor | None = None, trees: TreeModels | None = None):
-        self.artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.artifact = Artifact.of(artifact)
         self.artifact_dir = self.artifact.dir
         self.version = self.artifact.version
         enc = self.artifact.encoder_config

@@ -31,7 +31,7 @@ LENGTH_GROUP = "length_structure"
 
 class Explainer:
     def __init__(self, artifact: Artifact | Path, model: ScoringModel | None = None):
-        artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        artifact = Artifact.of(artifact)
         self.model = model or artifact.scoring_model()
         self.booster = getattr(self.model.trees, "regressor", None)
         self.model_features: list[str] = artifact.scoring["feature_names"]

@@ -320,7 +320,7 @@ class ScoringModel:
     @classmethod
     def load(cls, artifact: Artifact | Path, trees: TreeModels | None = None) -> ScoringModel:
         """From an artifact (a folder is opened, and so verified); ``trees`` replaces its XGBoost trees."""
-        artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        artifact = Artifact.of(artifact)
         s = artifact.scoring
         if trees is None:
             trees = XGBoostTrees.load(artifact.path(Layout.TREES)) if s["has_trees"] else XGBoostTrees(None)

@@ -223,6 +223,16 @@ class FeatureExtractor:
         return out, all_matches
 
 
+def with_error_detector(detector, extractor: FeatureExtractor | None = None) -> FeatureExtractor:
+    """``extractor`` (a new one when None) set to use ``detector``, an artifact's learned error detector, or none.
+
+    A caller's extractor gets it too: with another detector (or none) the ``learned_errors`` columns are not the
+    ones the model was trained on, and the scores are not the model's."""
+    extractor = extractor or FeatureExtractor()
+    extractor.error_detector = detector
+    return extractor
+
+
 def add_embedding_features(
     values: np.ndarray, essay_emb: np.ndarray, prompt_emb: np.ndarray | None
 ) -> np.ndarray:

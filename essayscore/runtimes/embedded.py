@@ -22,7 +22,7 @@ class EmbeddedRuntime:
                  onnx_encoder_dir: Path | None = None, onnx_variant: str = "int8"):
         """``onnx_encoder_dir``: serve that ONNX export's ``onnx_variant`` instead of the PyTorch encoder
         (EssayScorer refuses it unless its model_id is the artifact's)."""
-        self.artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.artifact = Artifact.of(artifact)
         self.artifact_dir = self.artifact.dir
         scorer_kwargs = dict(scorer_kwargs or {})
         self.encoder_backend = "torch-fp32"
@@ -43,7 +43,7 @@ class EmbeddedRuntime:
         ``embedded_encoder="onnx"``: ``onnx_encoder_dir``, else the artifact's own export, else PyTorch."""
         from essayscore.settings import get_settings
 
-        artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        artifact = Artifact.of(artifact)
         s = get_settings()
         onnx_dir = None
         if s.embedded_encoder == "onnx":

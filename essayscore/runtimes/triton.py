@@ -52,7 +52,7 @@ class TritonRuntime:
     def __init__(self, artifact: Artifact | Path, url: str | None = None, protocol: str | None = None,
                  timeout_s: float | None = None, retries: int | None = None):
         settings = get_settings()
-        self.artifact = artifact if isinstance(artifact, Artifact) else Artifact(Path(artifact))
+        self.artifact = Artifact.of(artifact)
         self.artifact_dir = self.artifact.dir
         self.version = self.artifact.version
         self.preprocessor = self.artifact.preprocessor()

@@ -44,7 +44,7 @@ class PreprocessStep:
     def __init__(self, encoder_dir: Path, detector_path: Path | None = None, extractor=None):
         from essayscore.encoder import Windower
         from essayscore.error_detector import ErrorDetector
-        from essayscore.features import FeatureExtractor
+        from essayscore.features.extractor import with_error_detector
         from essayscore.onnx_encoder import META_FILE
 
         encoder_dir = Path(encoder_dir)
@@ -53,8 +53,7 @@ class PreprocessStep:
         self.windower = Windower(str(encoder_dir), window=int(meta["window"]), stride=int(meta["stride"]))
         self.model_id = meta["model_id"]
         detector = ErrorDetector.load(Path(detector_path)) if detector_path is not None else None
-        self.extractor = extractor or FeatureExtractor(error_detector=detector)
-        self.extractor.error_detector = detector  # a caller's extractor gets this artifact's (or none)
+        self.extractor = with_error_detector(detector, extractor)
 
     def warmup(self) -> None:
         """Load the lazy parts (spaCy pipes, spell checker, prompt cache code) before the first request."""
