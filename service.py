@@ -40,8 +40,8 @@ MAX_BODY_BYTES = max_body_bytes(SETTINGS)
 API_PATHS = ("/score", "/score_batch", "/metadata")
 # The guard (essayscore.http_guard) answers 504 and 429 in the one error shape; BentoML's own traffic limits stay
 # as a backstop just behind it (its answers would be {"error": str}).
-REQUEST_TIMEOUT_S = 300
-MAX_CONCURRENCY = 32
+REQUEST_TIMEOUT_S = SETTINGS.request_timeout_s
+MAX_CONCURRENCY = SETTINGS.max_concurrency
 OPENAPI_DESCRIPTION = ("IELTS band, CEFR level, conformal interval, SHAP explanation and warnings for English essays. "
                        "Every error answer is `{\"error\": {\"code\", \"message\", \"field\"}}` (ErrorResponse).")
 
@@ -64,7 +64,8 @@ async def get_metadata(request: Request) -> JSONResponse:
 
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", get_metadata, methods=["GET"])]), path="/")
 @bentoml.service(name="essayscore", workers=SETTINGS.workers, resources={"cpu": "2"},
-                 traffic={"timeout": REQUEST_TIMEOUT_S + 5, "max_concurrency": MAX_CONCURRENCY + SETTINGS.workers})
+                 traffic={"timeout": math.ceil(REQUEST_TIMEOUT_S) + 5,
+                          "max_concurrency": MAX_CONCURRENCY + SETTINGS.workers})
 class EssayScoreService:
     if ":" in SETTINGS.model_tag and not Path(SETTINGS.model_tag).exists():
         model_ref = bentoml.models.BentoModel(SETTINGS.model_tag)  # bundled into the Bento by `bentoml build`

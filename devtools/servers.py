@@ -435,6 +435,10 @@ class TritonServer(ManagedServer):
             "--pinned-memory-pool-byte-size=0",
             "--allow-gpu-metrics=false",
             "--backend-config=python,shm-default-byte-size=4194304",
+            # explicit model control with every model loaded: serves as the default mode does, and lets the
+            # Bento reload a model whose python stub died (essayscore.triton_recovery)
+            *([] if any(a.startswith("--model-control-mode") for a in self.extra_args)
+              else ["--model-control-mode=explicit", "--load-model=*"]),
             *self.extra_args,
         ]
 

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     triton_protocol: Literal["http", "grpc"] = "http"
     triton_timeout_s: float = 30.0
     triton_retries: int = 2
+    # A python-backend stub that dies is never relaunched by Triton (2.51), and its model stays "ready": the
+    # Triton runtime then asks Triton to unload and load that model (repository API; Triton must run with
+    # --model-control-mode=explicit --load-model=*), at most once per cooldown per worker (essayscore.triton_recovery)
+    triton_reload_dead_stubs: bool = True
+    triton_reload_cooldown_s: float = Field(default=30.0, ge=0)
+    # The request guard (essayscore.http_guard) answers 504 past this, and 429 past this many requests in flight
+    # (for the whole service, divided among the workers); BentoML's own limits sit just above them as a backstop.
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    max_concurrency: int = Field(default=32, ge=1)
 
     # --- input limits (documented in README; enforced by the service and the batch CLI) -------------
     max_essay_chars: int = 20_000

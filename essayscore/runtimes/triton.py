@@ -7,7 +7,9 @@
   retried ``settings.triton_retries`` times with a short backoff, then :class:`RuntimeUnavailable` is raised (the
   service answers 503). A request Triton itself rejects is that item's error, not retried.
 * Recovery: clients are per thread and dropped after a transport failure, so when Triton comes back (same
-  address) the next request or readiness probe reconnects; no restart of the Bento is needed.
+  address) the next request or readiness probe reconnects; no restart of the Bento is needed. A model whose
+  python-backend stub died (Triton never relaunches it) is reloaded through Triton's repository API
+  (:mod:`essayscore.triton_recovery`, ``settings.triton_reload_dead_stubs``); meanwhile requests get 503.
 * Explanations: the ensemble returns FEATURE_VECTOR (the model's input row); the handcrafted values (for the
   explanation's "value" fields and the warnings) are recovered by undoing the artifact's z-scoring
   (``Preprocessor.handcrafted``), so nothing is recomputed here.
@@ -26,6 +28,7 @@ from essayscore.artifacts import Artifact
 from essayscore.result import EssayResult
 from essayscore.runtimes import Batch, Item, RuntimeUnavailable
 from essayscore.settings import get_settings
+from essayscore.triton_recovery import StubReloader
 
 # "not healthy": a python-backend stub process died ("Stub process 'preprocess_0_0' is not healthy")
 _TRANSIENT_MARKERS = ("unavailable", "deadline", "connect", "timed out", "timeout", "unknown model",
@@ -61,6 +64,8 @@ class TritonRuntime:
         self.timeout_s = float(timeout_s if timeout_s is not None else settings.triton_timeout_s)
         self.retries = int(retries if retries is not None else settings.triton_retries)
         self._local = threading.local()
+        self.reloader = (StubReloader(self.url, self.protocol, cooldown_s=settings.triton_reload_cooldown_s)
+                         if settings.triton_reload_dead_stubs else None)
 
     # -- clients ------------------------------------------------------------------------------------------------
     def _client(self):
@@ -121,6 +126,11 @@ class TritonRuntime:
                     raise
                 last = exc
                 self._drop_client()
+                reloading = self.reloader.notice(exc) if self.reloader is not None else None
+                if reloading is not None:  # retrying cannot help before the model's new stub is up
+                    raise RuntimeUnavailable(
+                        f"the Triton server at {self.url} cannot run model {reloading!r}: its python stub died; "
+                        f"this service has asked Triton to reload it (retry in a few seconds): {exc}") from exc
                 if attempt < self.retries and time.monotonic() < deadline:
                     time.sleep(min(0.25 * 2 ** attempt, 2.0))
         else:
