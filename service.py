@@ -31,6 +31,7 @@ with bentoml.importing():
         ScoreResponse,
         error_body,
     )
+    from essayscore.artifacts import store_tag
     from essayscore.http_guard import ApiGuard
     from essayscore.scoring_api import ScoringApi, max_body_bytes
     from essayscore.settings import get_settings
@@ -67,11 +68,13 @@ async def get_metadata(request: Request) -> JSONResponse:
                  traffic={"timeout": math.ceil(REQUEST_TIMEOUT_S) + 5,
                           "max_concurrency": MAX_CONCURRENCY + SETTINGS.workers})
 class EssayScoreService:
-    if ":" in SETTINGS.model_tag and not Path(SETTINGS.model_tag).exists():
-        model_ref = bentoml.models.BentoModel(SETTINGS.model_tag)  # bundled into the Bento by `bentoml build`
+    if not Path(SETTINGS.model_tag).exists() and (bundled := store_tag(SETTINGS.model_tag, SETTINGS.artifacts_dir)):
+        model_ref = bentoml.models.BentoModel(bundled)  # `bentoml build` bundles it (default: the champion)
 
     def __init__(self) -> None:
         self.api = ScoringApi()
+        # drift histograms (training-decile buckets) and this worker's rolling PSI (essayscore.monitoring)
+        self.api.monitor.export_to(bentoml.metrics)
 
     def __is_ready__(self) -> bool:
         return self.api.ready()

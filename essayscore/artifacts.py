@@ -40,6 +40,8 @@ class Layout:
     METRICS = "metrics.json"
     REGISTRY = "feature_registry.json"  # the feature vector's names, groups, descriptions (in order)
     FEATURE_STATS = "feature_stats.json"  # training distribution of every feature (drift reference)
+    # drift monitoring: decile bins of every feature, the monitored (most important) ones, held-out band and CEFR
+    DRIFT_REFERENCE = "drift_reference.json"
     SOURCES = "sources.json"  # training sources and the inherited licence
     DATA_REPORT = "data_report.json"
     SPLITS = "splits.csv"
@@ -159,14 +161,37 @@ def _allowed(folder: Path, reference: str, artifacts_dir: Path | None) -> Path:
                         "artifact under one of them")
 
 
+def _champion(artifacts_dir: Path | None) -> Path:
+    """The champion (essayscore.champion): the pointer beside the artifacts when there is one; else, where the model
+    store holds a single essayscore model (a built Bento bundles exactly one), that model."""
+    from essayscore import champion
+    from essayscore.settings import get_settings
+
+    root = Path(artifacts_dir if artifacts_dir is not None else get_settings().artifacts_dir)
+    if champion.pointer_path(root).is_file():
+        return champion.current_dir(root)
+    import bentoml
+
+    stored = [m for m in bentoml.models.list() if m.tag.name == MODEL_NAME]
+    if len(stored) == 1:
+        return Path(stored[0].path)
+    raise champion.ChampionError(
+        f"no champion: {champion.pointer_path(root)} does not exist and the BentoML model store holds "
+        f"{len(stored)} essayscore models; promote one with `essayscore promote TAG` (e.g. `essayscore promote "
+        "latest`), or name a version")
+
+
 def resolve(reference: str | Path, artifacts_dir: Path | None = None) -> Path:
-    """An artifact folder from a path, a local version name, ``latest``, or a BentoML tag (``essayscore:v...``).
+    """An artifact folder from a path, a local version name, ``latest``, ``champion`` (the model the retraining gate
+    promoted: essayscore.champion), or a BentoML tag (``essayscore:v...``).
 
     Local folders win over the model store; ``latest`` is the newest local version, else the store's latest. A
     folder (given as a path, or found by version name) must lie inside ``artifacts_dir`` (default: the settings'
     artifacts folder) or the BentoML model store, symlinks resolved: anything else raises ArtifactError.
     """
     reference = str(reference)
+    if reference in ("champion", f"{MODEL_NAME}:champion"):
+        return _champion(artifacts_dir)
     path = Path(reference)
     if path.is_dir():
         return _allowed(path, reference, artifacts_dir)
@@ -185,6 +210,18 @@ def resolve(reference: str | Path, artifacts_dir: Path | None = None) -> Path:
     except bentoml.exceptions.NotFound as exc:
         raise ArtifactError(f"no artifact {reference!r}: not a folder, not in {artifacts_dir}, not in the BentoML "
                             "model store; run `essayscore train` first") from exc
+
+
+def store_tag(reference: str | Path, artifacts_dir: Path | None = None) -> str | None:
+    """The BentoML store tag (``essayscore:<version>``) of the artifact ``reference`` resolves to, when the store
+    holds that version (what ``bentoml build`` bundles); None when it does not."""
+    import bentoml
+
+    version = Artifact(resolve(reference, artifacts_dir)).version
+    try:
+        return str(bentoml.models.get(f"{MODEL_NAME}:{version}").tag)
+    except bentoml.exceptions.NotFound:
+        return None
 
 
 def code_registry() -> list[dict]:
@@ -259,6 +296,12 @@ class Artifact:
     def sources(self) -> dict | None:
         """Sources and licence (None for an artifact from before sources were recorded)."""
         return self.json(Layout.SOURCES) if self.has(Layout.SOURCES) else None
+
+    @cached_property
+    def drift_reference(self) -> dict | None:
+        """The drift monitoring reference (essayscore.monitoring reads it); None for an artifact trained before
+        it was recorded (retrain to monitor drift)."""
+        return self.json(Layout.DRIFT_REFERENCE) if self.has(Layout.DRIFT_REFERENCE) else None
 
     @property
     def interval_level(self) -> float:

@@ -38,7 +38,9 @@ def _rows(path: Path) -> Generator[dict, None, None]:
         yield from reader
 
 
-def _columns(outcome: Outcome) -> dict:
+def result_columns(outcome: Outcome) -> dict:
+    """One outcome as output columns (RESULT_COLUMNS; those it lacks are empty): the CSV and the Parquet
+    (essayscore.backfill) writers both use this."""
     if outcome.error is not None:
         return {"error": f"{outcome.error.code}: {outcome.error.message}"}
     r = outcome.result
@@ -48,9 +50,11 @@ def _columns(outcome: Outcome) -> dict:
             "length_adjustment": round(r.length_adjustment, 4)}
 
 
-def _score_chunk(runtime: Runtime, chunk: list[dict]) -> list[dict]:
-    requests = [{"essay": row.get("essay"), "prompt": row.get("prompt") or None} for row in chunk]
-    return [_columns(o) for o in score_requests(runtime, requests).outcomes]
+def score_rows(runtime: Runtime, rows: list[dict]) -> list[dict]:
+    """Input rows (``essay``, optional ``prompt``) -> their result columns, in order, through the service's
+    request path."""
+    requests = [{"essay": row.get("essay"), "prompt": row.get("prompt") or None} for row in rows]
+    return [result_columns(o) for o in score_requests(runtime, requests).outcomes]
 
 
 def _fieldnames(first: dict | None) -> list[str]:
@@ -173,7 +177,7 @@ def score_csv(runtime: Runtime, input_path: Path, output_path: Path, progress: b
 def _flush(runtime, chunk, handle, fieldnames, passthrough, counts, bar) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fieldnames)
-    for row, result in zip(chunk, _score_chunk(runtime, chunk)):
+    for row, result in zip(chunk, score_rows(runtime, chunk)):
         writer.writerow({c: row.get(c, "") for c in passthrough} | result)
         counts["rows"] += 1
         counts["errors"] += "error" in result

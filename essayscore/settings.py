@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     embedded_encoder: Literal["onnx", "torch"] = "onnx"
     onnx_encoder_dir: Path | None = None  # e.g. a Triton repository's encoder/1 or `essayscore export-onnx` output
     onnx_encoder_variant: Literal["fp32", "fp16", "int8"] = "int8"
+    # intra-op threads of one process's encoder; unset: usable cores / workers (threads_per_worker). A backfill
+    # actor sets 1: it holds one CPU of the Ray cluster, and more threads would oversubscribe the node
+    encoder_threads: int | None = Field(default=None, ge=1)
 
     # --- grammar checker ----------------------------------------------------------------------------
     # When set, the LanguageTool HTTP API (/v2/check) is used instead of the embedded offline checker.
@@ -50,7 +53,8 @@ class Settings(BaseSettings):
     # Bento worker processes. Each runs its own model copy (memory per worker: docs/performance.md) and gets
     # usable cores / workers intra-op threads for the encoder.
     workers: int = Field(default=1, ge=1)
-    model_tag: str = "essayscore:latest"
+    # "champion": the version the retraining gate promoted (essayscore.champion), never merely the newest one
+    model_tag: str = "champion"
     triton_url: str = "127.0.0.1:18000"
     triton_protocol: Literal["http", "grpc"] = "http"
     triton_timeout_s: float = 30.0
@@ -65,11 +69,25 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=300.0, gt=0)
     max_concurrency: int = Field(default=32, ge=1)
 
+    # --- backfill on Ray (essayscore backfill, docs/backfill.md) -------------------------------------
+    backfill_shard_rows: int = Field(default=256, ge=1)  # input rows per output shard: the unit of resume
+    # the local cluster's object store: the dataset carries shard descriptors and summaries, never essays
+    ray_object_store_mb: int = Field(default=256, ge=80)
+
     # --- input limits (documented in README; enforced by the service and the batch CLI) -------------
     max_essay_chars: int = 20_000
     max_prompt_chars: int = 2_000
     min_words_warning: int = 150  # IELTS Task 2 asks for at least 250 words; warn well below that
     max_batch_size: int = 32
+
+    # --- drift monitoring (essayscore.monitoring, docs/monitoring.md) -------------------------------
+    # JSON-lines request log (monitored features and outputs of every scored essay, one file per process); off
+    # when unset: a log on disk is an operator's decision (its volume, retention, privacy)
+    monitor_log_dir: Path | None = None
+    monitor_log_text: bool = False  # also log the essay text (never by default)
+    monitor_log_max_bytes: int = Field(default=64 << 20, ge=1)  # start a new log file past this size (and daily)
+    monitor_window: int = Field(default=500, ge=1)  # essays in each worker's rolling PSI window
+    monitor_min_rows: int = Field(default=100, ge=1)  # the rolling PSI is NaN until the window holds this many
 
 
 @lru_cache(maxsize=1)
@@ -85,5 +103,7 @@ def usable_cores() -> int:
 
 
 def threads_per_worker() -> int:
-    """Intra-op threads for one worker's encoder: the usable cores shared among the Bento's workers."""
-    return max(1, usable_cores() // get_settings().workers)
+    """Intra-op threads for one worker's encoder: ``encoder_threads`` when set, else the usable cores shared among
+    the Bento's workers."""
+    settings = get_settings()
+    return settings.encoder_threads or max(1, usable_cores() // settings.workers)

@@ -9,10 +9,12 @@
 #   ESSAYSCORE_IMAGE_STATE   state folder for containers storage (default: <repo>/.cache/containers)
 #   BENTOML_HOME             BentoML home (default: <repo>/.cache/bentoml-image; never ~/bentoml)
 #   ESSAYSCORE_MODEL_TAG     model to bundle (default: the latest artifact under <repo>/artifacts, registered here)
-#   ESSAYSCORE_TORCH_WHEEL   CPU torch wheel bundled into the Bento (default: /opt/wheels/torch-2.13.0+cpu-*.whl)
+#   ESSAYSCORE_CA_BUNDLE     CA bundle the build trusts (default: this machine's, with its proxy's CA); given to the
+#                            image build as the secret "build-ca" only, never copied into the image (see smoke)
 #   ESSAYSCORE_SMOKE_PORT    host port for the smoke run (default: a free 127.0.0.1 port)
 #   ESSAYSCORE_KEEP_CONTAINER=1  leave the smoke container running (prints how to stop it)
-# Output: lines "STEP <name> <seconds>s", and at the end "SCORE_CHECK=PASS band=..." or "SCORE_CHECK=FAIL ...".
+# Output: lines "STEP <name> <seconds>s", and from the smoke step "SCORE_CHECK=PASS band=..." (or FAIL), READY after,
+# SERVER_UIDS, WORKER_RSS_MB, CA_CHECK, IMAGE_CONTENT, IMAGE_DU and IMAGE <name> <id> <size>.
 set -euo pipefail
 
 REPO="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,15 +114,14 @@ print(artifacts.register(artifacts.resolve('latest', Path('$REPO/artifacts'))))"
     log "registered the latest artifact as $ESSAYSCORE_MODEL_TAG in $BENTOML_HOME"
   fi
   export ESSAYSCORE_MODEL_TAG   # service.py bundles exactly this model into the Bento
-  GEN_BENTOFILE="$STATE/bentofile.image.yaml"
-  wheel="$("$PY" "$REPO/scripts/image/bentofile_for_image.py" "$REPO/bentofile.yaml" "$GEN_BENTOFILE" \
-             ${ESSAYSCORE_TORCH_WHEEL:+--wheel "$ESSAYSCORE_TORCH_WHEEL"})"
-  log "bentofile for the image: $GEN_BENTOFILE (bundled CPU torch wheel: $wheel)"
-  [ "$wheel" != none ] || log "WARNING: no CPU torch wheel bundled: uv in the image resolves torch from the indexes"
-  out="$(cd "$REPO" && "$BENTOML" build -f "$GEN_BENTOFILE" --output tag "$REPO" 2>"$STATE/bentoml-build.log")" \
+  # bentofile.yaml as it is: the serving set (no torch) and the lean Dockerfile template (scripts/image/Dockerfile.j2)
+  out="$(cd "$REPO" && "$BENTOML" build -f "$REPO/bentofile.yaml" --output tag "$REPO" 2>"$STATE/bentoml-build.log")" \
     || { tail -30 "$STATE/bentoml-build.log" >&2; die "bentoml build failed (log: $STATE/bentoml-build.log)"; }
   BENTO_TAG="$(printf '%s\n' "$out" | sed -n 's/^__tag__://p' | tail -1)"
   [ -n "$BENTO_TAG" ] || die "bentoml build printed no tag: $out"
+  if grep -Eiq '^(torch|transformers|nvidia-)' "$(bento_dir)/env/python/requirements.txt"; then
+    die "the Bento's requirements name torch, transformers or CUDA libraries: $(bento_dir)/env/python/requirements.txt"
+  fi
   log "built bento $BENTO_TAG ($(du -sh "$(bento_dir)" | cut -f1)); model $ESSAYSCORE_MODEL_TAG"
   # keep only the newest bento of this name, and only in the script's own BentoML home
   [ "$BENTOML_HOME" != "$OWN_BENTOML_HOME" ] || for old in $("$BENTOML" list "$BENTO_NAME" -o json 2>/dev/null | "$PY" -c "import json,sys; \
@@ -132,39 +133,53 @@ fi
 BENTO_TAG="${BENTO_TAG:-$BENTO_NAME:latest}"
 
 # ---------------------------------------------------------------------------------------------------- 4. base
-# A stand-in for the registry image the Dockerfile names: Debian minbase + python3 (3.11 on bookworm), pip, venv.
+# A stand-in for the registry image the Dockerfile names: Debian minbase + python3 (3.11 on bookworm), pip, venv,
+# trimmed like debian:bookworm-slim (no docs, man pages or translations). It trusts Debian's CA certificates only:
+# the build host's proxy CA reaches the image build as a secret (containerize), never a layer of any image.
+BASE_REV=2   # 2: no build-host CA bundle and no certificate variables in the image (1: had them), slim paths
+base_rev() { buildah inspect --type image --format '{{index .OCIv1.Config.Labels "essayscore.base-rev"}}' "$1" 2>/dev/null; }
+is_stand_in() { buildah inspect --type image --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.description"}}' "$1" 2>/dev/null | grep -q "local stand-in"; }
 build_base() {
   local name="$1" rootfs="$STATE/rootfs-$DEBIAN_SUITE" ctr
-  if image_exists "$name"; then log "base image $name already exists: skipped"; return 0; fi
-  if [ ! -f "$rootfs/.debootstrap-complete" ]; then
+  local done_mark="$STATE/rootfs-$DEBIAN_SUITE.complete"   # holds BASE_REV once the tree is complete
+  if image_exists "$name"; then
+    if ! is_stand_in "$name" || [ "$(base_rev "$name")" = "$BASE_REV" ]; then
+      log "base image $name already exists: skipped"; return 0
+    fi
+    log "base image $name is an older stand-in (revision '$(base_rev "$name")', now $BASE_REV): rebuilt"
+    buildah rmi -f "$name" >/dev/null
+  fi
+  if [ "$(cat "$done_mark" 2>/dev/null)" != "$BASE_REV" ]; then
     # an interrupted debootstrap can leave /proc or /sys mounted inside: unmount before removing the tree
     awk -v r="$rootfs/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
-    rm -rf "$rootfs"
+    rm -rf "$rootfs" "$done_mark"
     log "debootstrap $DEBIAN_SUITE minbase into $rootfs (1-3 min)"
     debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
       "$DEBIAN_SUITE" "$rootfs" "$DEBIAN_MIRROR" > "$STATE/debootstrap.log" 2>&1 \
       || { tail -20 "$STATE/debootstrap.log" >&2; die "debootstrap failed (log: $STATE/debootstrap.log)"; }
     # pip may install into the system interpreter (PEP 668 marker off, as in the python:*-slim images)
     rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
-    # outbound package traffic goes through an intercepting proxy: trust this machine's CA bundle inside
-    install -m 0644 "$CA_BUNDLE" "$rootfs/etc/ssl/certs/ca-certificates.crt"
-    install -m 0644 "$CA_BUNDLE" "$rootfs/etc/ssl/certs/build-host-ca-bundle.crt"
     ln -sf python3 "$rootfs/usr/bin/python"
     # like the official slim images: apt does not keep downloaded .debs (the Bento Dockerfile's keep-cache file asks
     # for the opposite for BuildKit cache mounts, which buildah does not have; "zz-" sorts after it and wins)
     printf 'APT::Keep-Downloaded-Packages "false";\n' > "$rootfs/etc/apt/apt.conf.d/zz-no-keep-debs"
+    # like debian:bookworm-slim: no documentation, man pages or translations (copyright files stay), now or later
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+      'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
+      'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' 'path-exclude /usr/share/locale/*' \
+      > "$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
+    find "$rootfs/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
+    find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$rootfs"/usr/share/{man,groff,info,lintian,linda,locale}/*
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
-    touch "$rootfs/.debootstrap-complete"
+    echo "$BASE_REV" > "$done_mark"
   fi
   log "buildah commit $name"
   ctr="$(buildah from scratch)"
   buildah copy --quiet "$ctr" "$rootfs" / >/dev/null
-  local ca=/etc/ssl/certs/build-host-ca-bundle.crt
   buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
-    --env SSL_CERT_FILE=$ca --env PIP_CERT=$ca --env REQUESTS_CA_BUNDLE=$ca --env UV_NATIVE_TLS=1 \
-    --env UV_SYSTEM_CERTS=1 --env PIP_DISABLE_PIP_VERSION_CHECK=1 --env PIP_DEFAULT_TIMEOUT=180 \
-    --env UV_HTTP_TIMEOUT=180 --env UV_NO_CACHE=1 --env PIP_NO_CACHE_DIR=1 \
-    --cmd python3 --label org.opencontainers.image.description="local stand-in for $name: debootstrap $DEBIAN_SUITE minbase + python3" \
+    --cmd python3 --label essayscore.base-rev="$BASE_REV" \
+    --label org.opencontainers.image.description="local stand-in for $name: debootstrap $DEBIAN_SUITE minbase + python3" \
     "$ctr"
   buildah commit --quiet --rm "$ctr" "$name" >/dev/null
   ctr="$(buildah from --quiet "$name")"
@@ -181,9 +196,19 @@ fi
 if want containerize; then
   step_start containerize
   image_exists "$(base_image_name)" || die "base image $(base_image_name) missing: run the base step"
-  log "bentoml containerize $BENTO_TAG -t $TAG (buildah, chroot isolation; log: $STATE/containerize.log)"
-  (cd "$REPO" && "$BENTOML" containerize "$BENTO_TAG" --backend buildah --opt isolation=chroot -t "$TAG") \
-    > "$STATE/containerize.log" 2>&1 || { tail -40 "$STATE/containerize.log" >&2; die "bentoml containerize failed"; }
+  # the package downloads go through this machine's intercepting proxy: its CA bundle is the build secret
+  # "build-ca", mounted for the install RUN of scripts/image/Dockerfile.j2 only (no layer keeps it)
+  secret=()
+  if [ -s "$CA_BUNDLE" ]; then secret=(--opt "secret=id=build-ca,src=$CA_BUNDLE"); fi
+  log "bentoml containerize $BENTO_TAG -t $TAG (buildah, chroot isolation, ${secret[*]:-no CA secret}; log: $STATE/containerize.log)"
+  # bentoml copies the Bento into a temporary build context and reads the Dockerfile template from there, refusing a
+  # path outside the working directory or under a hidden folder (such as .cache/): a temp folder under build/
+  ctx_tmp="$REPO/build/containerize-tmp"
+  rm -rf "$ctx_tmp" && mkdir -p "$ctx_tmp"
+  (cd "$REPO" && TMPDIR="$ctx_tmp" "$BENTOML" containerize "$BENTO_TAG" --backend buildah --opt isolation=chroot \
+     "${secret[@]}" -t "$TAG") > "$STATE/containerize.log" 2>&1 \
+    || { tail -40 "$STATE/containerize.log" >&2; rm -rf "$ctx_tmp"; die "bentoml containerize failed"; }
+  rm -rf "$ctx_tmp"
   # a rebuild leaves the previous image untagged; with vfs every layer is a full copy, so drop dangling ones
   buildah rmi --prune >/dev/null 2>&1 || true
   # the Bento's Dockerfile ends with USER bentoml (uid 1034); refuse an image whose default user is root
@@ -231,6 +256,15 @@ if want smoke; then
   entry="$(buildah inspect --type container "$SMOKE_NAME" \
            | "$PY" -c 'import json,sys; e=json.load(sys.stdin)["OCIv1"]["config"].get("Entrypoint") or []; print(e[0] if e else "")')"
   [ -n "$entry" ] || die "image $TAG has no entrypoint"
+  # what the image holds (before anything runs in it): no build-host CA, no torch, compilers or uv; sizes
+  set +e
+  "$PY" "$REPO/scripts/image/inspect_image.py" "$(buildah mount "$SMOKE_NAME")" --host-ca "$CA_BUNDLE" \
+    --env-json "$(buildah inspect --type container "$SMOKE_NAME" \
+                  | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["OCIv1"]["config"].get("Env") or []))')" \
+    | tee "$STATE/image-content.txt"
+  inspect_rc=${PIPESTATUS[0]}
+  set -e
+  buildah umount "$SMOKE_NAME" >/dev/null
   log "buildah run $SMOKE_NAME: $entry serve --host 127.0.0.1 --port $port (log: $STATE/smoke-serve.log)"
   buildah run --isolation chroot --network host --env "$SMOKE_MARK" "$SMOKE_NAME" -- "$entry" serve --host 127.0.0.1 --port "$port" \
     > "$STATE/smoke-serve.log" 2>&1 &
@@ -240,6 +274,22 @@ if want smoke; then
     --pid "$RUN_PID" --wait "${ESSAYSCORE_SMOKE_WAIT:-600}" | tee "$STATE/smoke-result.txt"
   smoke_rc=${PIPESTATUS[0]}
   set -e
+  # who the server runs as inside the container: the uids of every process carrying the marker (never 0)
+  uids="$(for p in $(container_pids); do awk '/^Uid:/ {print $2}' "/proc/$p/status" 2>/dev/null; done | sort -u | tr '\n' ' ')"
+  echo "SERVER_UIDS ${uids:-none}"
+  case " $uids " in *" 0 "*) log "ERROR: a server process in the container runs as root (uid 0)"; smoke_rc=1 ;; esac
+  [ -n "${uids// /}" ] || { log "ERROR: no server process found in the container"; smoke_rc=1; }
+  # resident memory of each process after the scored request; the worker is the one that loaded the model
+  worker_rss=0
+  for p in $(container_pids); do
+    rss_kb="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)"
+    cmd="$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-110 || true)"
+    [ -n "$rss_kb" ] || continue
+    echo "PROCESS pid=$p rss_mb=$(( rss_kb / 1024 )) cmd=$cmd"
+    case "$cmd" in *_bentoml_impl.worker*) [ $(( rss_kb / 1024 )) -gt "$worker_rss" ] && worker_rss=$(( rss_kb / 1024 )) ;; esac
+  done
+  echo "WORKER_RSS_MB $worker_rss (target <= 600)"
+  [ "$inspect_rc" = 0 ] || { log "ERROR: the image content check failed (CA_CHECK / IMAGE_CONTENT above)"; smoke_rc=1; }
   [ "$smoke_rc" = 0 ] || { log "server log tail:"; tail -40 "$STATE/smoke-serve.log" >&2; }
   echo "IMAGE $(buildah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$TAG" | head -1)"
   if [ "${ESSAYSCORE_KEEP_CONTAINER:-0}" = 1 ]; then

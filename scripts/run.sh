@@ -9,7 +9,12 @@ serve=1
 if [ "${1:-}" = "--no-serve" ]; then serve=0; shift; fi
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if ! .venv/bin/essayscore info --model latest >/dev/null 2>&1; then
+if ! .venv/bin/essayscore info --model champion >/dev/null 2>&1 && [ ! -f "${ESSAYSCORE_ARTIFACTS_DIR:-artifacts}/champion.json" ] \
+   && .venv/bin/essayscore info --model latest >/dev/null 2>&1; then
+  echo "no champion yet: the newest trained model becomes the first one (later models go through essayscore retrain)"
+  .venv/bin/essayscore promote latest --reason "first champion (scripts/run.sh: models existed, no champion)"
+fi
+if ! .venv/bin/essayscore info --model champion >/dev/null 2>&1; then
   echo "no trained model found: training the default model (IELTS + W&I sources, learned error detector, latent ordinal model; about 10 minutes on 2 cores with a cold cache)"
   .venv/bin/essayscore train
 fi

@@ -1,7 +1,8 @@
 """Write the Bento's Python requirements (bentofile.yaml ``python.packages``) from pyproject.toml.
 
-pyproject.toml is the one dependency source: the Bento gets ``[project].dependencies`` minus the training-only
-packages, with the pins and extras of ``[tool.essayscore.bento]``.
+pyproject.toml is the one dependency source: the Bento gets ``[project].dependencies`` (the serving set: no torch,
+no training packages; those are the ``train`` extra) plus the ``extra`` of ``[tool.essayscore.bento]`` (and its
+``exclude`` / ``pins``, if any).
 
     python scripts/sync_bento_requirements.py           # rewrite bentofile.yaml's package list
     python scripts/sync_bento_requirements.py --check   # exit 1 (and say what differs) when they drift apart

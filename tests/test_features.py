@@ -369,6 +369,51 @@ def test_cmudict_prepared_offline_in_nltk_format(tmp_path):
             nltk.data.path.remove(str(root))
 
 
+def test_compact_cmudict_counts_the_syllables_nltks_dictionary_gives(tmp_path):
+    """textstat counts the stressed phones of a word's first pronunciation in NLTK's cmudict; the compact table
+    the features use instead (one int per word) has the same words and the same counts, and textstat's
+    syllable counts of real essays are the same with either dictionary."""
+    import nltk
+    import textstat
+    from nltk.corpus.reader import CMUDictCorpusReader
+    from textstat.backend.counts import _count_syllables as counter
+
+    from essayscore import resources
+    from essayscore.features import readability
+
+    root = resources.ensure_cmudict(tmp_path)
+    try:
+        full = CMUDictCorpusReader(str(root / "corpora" / "cmudict"), ["cmudict"]).dict()
+    finally:
+        resources._READY.discard(str(root))
+        while str(root) in nltk.data.path:
+            nltk.data.path.remove(str(root))
+    compact = resources.SyllableDict(resources.syllable_counts())
+    assert len(compact) == len(full) > 100_000
+    wrong = [w for w, prons in full.items() if list(compact[w][0]) != ["1"] * sum(p[-1].isdigit() for p in prons[0])]
+    assert not wrong, wrong[:10]
+    with pytest.raises(KeyError):
+        compact["notawordxyz"]
+
+    readability._textstat()
+    assert resources.use_compact_cmudict() and counter.get_cmudict("en_US") is not full
+    try:
+        from tiny_roberta import training_texts  # real essays of the shared data
+    except ImportError:  # tests/ imported as a package
+        from tests.tiny_roberta import training_texts
+    texts = training_texts(200)
+    patched = counter.get_cmudict
+    try:
+        with_compact = [textstat.syllable_count(t) for t in texts]
+        counter.get_cmudict = lambda lang: full
+        counter.count_syllables.cache_clear()
+        with_nltk = [textstat.syllable_count(t) for t in texts]
+    finally:
+        counter.get_cmudict = patched
+        counter.count_syllables.cache_clear()
+    assert with_compact == with_nltk and sum(with_compact) > 10_000
+
+
 def test_feature_cache_is_keyed_by_the_feature_code(tmp_path, monkeypatch):
     """Editing how a feature is computed, or upgrading a library it calls, must not reuse cached values."""
     from importlib import metadata

@@ -73,17 +73,24 @@ def build_config():
         return BentoBuildConfig.from_yaml(handle).with_defaults()
 
 
-def test_bentofile_keeps_bentomls_own_dockerfile(build_config):
-    # a custom template or setup script could switch the user back to root; the image build uses neither
-    assert build_config.docker.dockerfile_template is None and build_config.docker.setup_script is None
+def test_bentofile_builds_from_the_lean_template(build_config):
+    # The template (scripts/image/Dockerfile.j2) replaces BentoML's apt-get of build-essential etc. and removes uv
+    # and the caches, which could also switch the user back to root: the tests below render the Dockerfile BentoML
+    # builds from it and check that it still creates the Bento user and ends with a non-root USER.
+    assert build_config.docker.dockerfile_template == "scripts/image/Dockerfile.j2"
+    assert build_config.docker.setup_script is None and not build_config.docker.system_packages
 
 
-def test_legacy_dockerfile_the_image_is_built_from_runs_as_non_root(build_config, tmp_path):
-    """scripts/build_image.sh bundles a torch wheel, so BentoML 1.4 builds the image from its legacy Dockerfile."""
+@pytest.fixture(scope="module")
+def dockerfile(build_config, tmp_path_factory) -> str:
+    """The Dockerfile `bentoml containerize` builds the image from (BentoML's generator, our template)."""
     from bentoml._internal.container.generate import generate_containerfile
 
-    dockerfile = generate_containerfile(build_config.docker, str(REPO), conda=build_config.conda, bento_fs=tmp_path,
-                                        enable_buildkit=False)
+    return generate_containerfile(build_config.docker, str(REPO), conda=build_config.conda,
+                                  bento_fs=tmp_path_factory.mktemp("bento"), enable_buildkit=False)
+
+
+def test_the_image_runs_as_non_root(dockerfile):
     user = _final_user(dockerfile)
     _non_root(user, dockerfile)
     # the USER line comes after every RUN, right before the entrypoint
@@ -91,19 +98,25 @@ def test_legacy_dockerfile_the_image_is_built_from_runs_as_non_root(build_config
     assert "ENTRYPOINT" in tail and not re.search(r"^RUN ", tail, re.M)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic 2.11 on _bentoml_sdk
-def test_v2_dockerfile_of_a_plain_bentoml_build_runs_as_non_root(build_config, tmp_path):
-    """`bentoml build` on bentofile.yaml as it is (no wheels) writes the v2 Dockerfile."""
-    from _bentoml_impl.docker import generate_dockerfile
-    from _bentoml_sdk.images import populate_image_from_build_config
-    from bentoml._internal.bento.bento import ImageInfo
+def test_the_image_installs_no_toolchain_and_keeps_no_build_ca(dockerfile):
+    """No apt-get (BentoML's Debian template installs build-essential, gnupg2, curl), one FROM, no uv left, and
+    the build host's CA only as a build secret mounted for the install: never copied or added into a layer."""
+    assert "apt-get" not in dockerfile and "build-essential" not in dockerfile
+    assert len(re.findall(r"^FROM ", dockerfile, re.M)) == 1
+    install = [line for line in re.split(r"(?<!\\)\n", dockerfile) if "install.sh" in line]
+    assert len(install) == 1 and install[0].startswith("RUN --mount=type=secret,id=build-ca,")
+    assert "pip uninstall -y -q uv" in install[0] and "rm -rf /root/.cache" in install[0]
+    assert not re.search(r"^(COPY|ADD) .*(\.crt|\.pem|build-ca)", dockerfile, re.M | re.I)
+    assert not re.search(r"^ENV .*(SSL_CERT_FILE|PIP_CERT|REQUESTS_CA_BUNDLE)", dockerfile, re.M)
 
-    image = populate_image_from_build_config(None, build_config, str(REPO))
-    assert image is not None
-    info = ImageInfo(base_image=image.base_image, python_version=image.python_version, commands=image.commands,
-                     post_commands=image.post_commands)
-    dockerfile = generate_dockerfile(info, tmp_path)
-    _non_root(_final_user(dockerfile), dockerfile)
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydantic 2.11 on _bentoml_sdk
+def test_a_plain_bentoml_build_uses_the_template(build_config):
+    """BentoML 1.4's v2 Bento layout does not support ``dockerfile_template`` and would build its own Dockerfile
+    (apt-get build-essential); with the template set, `bentoml build` falls back to the layout that uses it."""
+    from _bentoml_sdk.images import populate_image_from_build_config
+
+    assert populate_image_from_build_config(None, build_config, str(REPO)) is None
 
 
 def test_build_script_refuses_an_image_that_runs_as_root():

@@ -24,7 +24,7 @@ from essayscore import artifacts
 from essayscore.artifacts import Artifact, Layout
 from essayscore.settings import get_settings
 from essayscore.torch_encoder import TorchEncoder
-from training import model_card
+from training import drift_reference, model_card
 from training.data import LoadedEssays
 from training.error_detector import DetectorConfig, detector_stage
 from training.fit import FitConfig, TreeConfig, fit_scoring_model, predict_rows
@@ -53,6 +53,9 @@ class TrainConfig:
     # docs/performance.md); None: no export, the embedded runtime then runs PyTorch
     serving_encoder_variant: str | None = "int8"
     fit: FitConfig = field(default_factory=FitConfig)
+    # set by the retraining gate (training/gate.py): the sha256 of the pinned evaluation set this model is judged on
+    evaluation_set_sha256: str | None = None
+    holdout_path: str | None = None  # its JSON-lines file: those essays go to the test split, never fitted on
 
     @property
     def trees(self) -> TreeConfig:
@@ -103,6 +106,9 @@ def write_artifact(directory: Path, model, loaded: LoadedEssays, splits: pd.Data
     }
     for name, payload in files.items():
         (directory / name).write_text(json.dumps(payload, indent=2, default=str))
+    # after the model and registry files (it explains the model to rank features), before the manifest
+    (directory / Layout.DRIFT_REFERENCE).write_text(json.dumps(
+        drift_reference.build(Artifact(directory, in_progress=True), model, m, splits)))
     splits.to_csv(directory / Layout.SPLITS, index=False)
     model_card.write(directory, directory / Layout.MODEL_CARD, version)
     return artifacts.write_manifest(directory, version, manifest_extra(encoder, metrics, cfg))
@@ -155,6 +161,9 @@ def train(cfg: TrainConfig = TrainConfig(), register: bool = True) -> Path:
     print(loaded.summary())
     essays = loaded.essays
     splits = assign_splits(essays)
+    if cfg.holdout_path:  # the gate's pinned evaluation essays stay out of training and validation
+        held = set(pd.read_json(cfg.holdout_path, lines=True, dtype={"essay_id": str})["essay_id"])
+        splits.loc[splits["essay_id"].isin(held), "split"] = "test"
     index = {name: np.flatnonzero(splits["split"].to_numpy() == name) for name in ("train", "validation", "test")}
     print("split sizes:", {k: len(v) for k, v in index.items()})
 

@@ -1,5 +1,6 @@
-"""Readability formulas from textstat (syllables from the CMU dictionary, prepared offline by
-:func:`essayscore.resources.ensure_cmudict`). For essays they act as a proxy for word and sentence complexity."""
+"""Readability formulas from textstat. Syllables come from the CMU dictionary: the compact table of
+:func:`essayscore.resources.use_compact_cmudict`, else NLTK's corpus prepared offline by
+:func:`essayscore.resources.ensure_cmudict`. For essays they act as a proxy for word and sentence complexity."""
 
 from __future__ import annotations
 
@@ -27,11 +28,15 @@ _TS = None
 def _textstat():
     global _TS
     if _TS is None:
-        from essayscore.resources import ensure_cmudict
+        from essayscore import resources
 
-        ensure_cmudict()  # before textstat first asks NLTK for cmudict (it would try to download it)
+        # before textstat is imported: its syllable counts then come from the compact table, and NLTK (which
+        # textstat imports only to read cmudict) stays out of the process: about 200 MB less in every worker
+        compact = resources.use_compact_cmudict()
         import textstat
 
+        if not compact:
+            resources.ensure_cmudict()  # before textstat first asks NLTK for cmudict (it would try to download it)
         _TS = textstat
     return _TS
 

@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.onnx_export", description=package.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="latest", help="artifact: latest, a version, a folder or a BentoML tag")
+    parser.add_argument("--model", default="champion",
+                        help="artifact: champion (default), latest, a version, a folder or a BentoML tag")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--n-validation", type=int, default=24, help="test-split essays for the cosine check")

@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def write_serving_files(encoder: TorchEncoder, directory: Path, model_id: str | None = None) -> list[str]:
-    """Tokenizer files, the backbone config (no weights) and ``onnx_encoder.json``: what OnnxEncoder needs."""
-    from transformers import AutoConfig
-
+    """Tokenizer files, the backbone config (no weights) and ``onnx_encoder.json``: what OnnxEncoder needs. The
+    tokenizer is the one training tokenised with (``tokenizer.json`` of the ``tokenizers`` library), so serving
+    needs neither transformers nor torch."""
     before = set(os.listdir(directory))
-    encoder.tokenizer.save_pretrained(str(directory))
-    AutoConfig.from_pretrained(str(encoder.folder), local_files_only=True).save_pretrained(str(directory))
+    encoder.save_tokenizer(directory)
     meta = {"name": encoder.name, "model_id": model_id or encoder.model_id, "window": encoder.window,
             "stride": encoder.stride, "dim": encoder.dim, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
             "opset": OPSET, "variants": {}}

@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.repository", description=package.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="latest", help="artifact: latest, a version, a folder or a BentoML tag")
+    parser.add_argument("--model", default="champion",
+                        help="artifact: champion (default), latest, a version, a folder or a BentoML tag")
     parser.add_argument("--profile", choices=PROFILES, default="cpu")
     parser.add_argument("--out", type=Path, default=settings.model_repository)
     parser.add_argument("--cpu-variant", choices=CPU_VARIANTS, default=DEFAULT_CPU_VARIANT,
