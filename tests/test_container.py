@@ -51,3 +51,9 @@ def test_build_image_and_score():
     assert 0.0 <= band <= 9.0 and band * 2 == int(band * 2), f"not a half band: {band}"
     assert re.search(r"^SCORE_RESPONSE .*\"ielts_band\"", out, re.M)
     assert re.search(rf"^IMAGE \S*{re.escape(tag.split(':')[0])}\S* ", out, re.M), "image size line missing"
+    # the lean image: no build-host CA, no torch / compilers / uv, a non-root server, its worker's memory measured
+    assert re.search(r"^CA_CHECK=PASS ", out, re.M) and re.search(r"^IMAGE_CONTENT=PASS ", out, re.M)
+    uids = re.search(r"^SERVER_UIDS (.+)$", out, re.M)
+    assert uids and "0" not in uids.group(1).split(), uids
+    rss = re.search(r"^WORKER_RSS_MB (\d+)", out, re.M)
+    assert rss and 100 < int(rss.group(1)) < 2000, rss
