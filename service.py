@@ -122,5 +122,6 @@ class EssayScoreService:
 EssayScoreService.add_asgi_middleware(
     ApiGuard, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS, timeout_s=REQUEST_TIMEOUT_S,
     max_concurrency=math.ceil(MAX_CONCURRENCY / SETTINGS.workers),  # per worker, as BentoML divides it
+    release_busy_connections=SETTINGS.release_busy_connections,
     openapi={"max_essay_chars": SETTINGS.max_essay_chars, "max_prompt_chars": SETTINGS.max_prompt_chars,
              "max_batch_size": SETTINGS.max_batch_size, "description": OPENAPI_DESCRIPTION})

@@ -41,9 +41,10 @@ class ApiGuard:
 
     def __init__(self, app, max_body_bytes: int, paths: tuple[str, ...] = ("/score", "/score_batch", "/metadata"),
                  max_concurrency: int | None = None, timeout_s: float | None = None,
-                 openapi: dict[str, Any] | None = None):
+                 openapi: dict[str, Any] | None = None, release_busy_connections: bool = False):
         self.app, self.max_body_bytes, self.paths = app, max_body_bytes, paths
         self.max_concurrency, self.timeout_s, self.openapi = max_concurrency, timeout_s, openapi
+        self.release_busy_connections = release_busy_connections
         self.in_flight = 0
         self._spec: bytes | None = None
 
@@ -122,6 +123,10 @@ class ApiGuard:
                 if message["status"] >= 400:
                     start_message = message
                     return
+                if self.release_busy_connections and self.in_flight > 1:
+                    # this worker is busy: the client's next request reconnects, and the worker that accepts
+                    # first (the idle one) gets it; keep-alive would otherwise pin clients to one worker
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
                 return await send(message)
             if message["type"] == "http.response.body" and start_message is not None:
                 buffered.append(message.get("body", b""))

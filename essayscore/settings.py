@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # The request guard (essayscore.http_guard) answers 504 past this, and 429 past this many requests in flight
     # (for the whole service, divided among the workers); BentoML's own limits sit just above them as a backstop.
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # Answer "Connection: close" while this worker has other requests in flight, so that keep-alive clients spread
+    # over the workers (issue 13, measured once: 2 workers at 8 users 8.7 -> 14.4 essays/s). Off by default until
+    # it is tested and benchmarked by the report's command.
+    release_busy_connections: bool = False
     max_concurrency: int = Field(default=32, ge=1)
 
     # --- backfill on Ray (essayscore backfill, docs/backfill.md) -------------------------------------
