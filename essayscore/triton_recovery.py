@@ -103,7 +103,8 @@ class StubReloader:
         return states[0] if states else None
 
     def _wait_unloaded(self, client, model: str, timeout_s: float = 60.0) -> None:
-        # under load Triton 2.51 holds a model with a dead stub in UNLOADING for ~30 s (docs/reliability.md)
+        # under load the unload of a model with a dead stub took ~30 s here (docs/reliability.md): load only once
+        # the repository index no longer reports the old one
         end = time.monotonic() + timeout_s
         while self._state(client, model) in ("READY", "UNLOADING") and time.monotonic() < end:
             time.sleep(0.2)

@@ -26,14 +26,14 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from essayscore import champion
-from essayscore.artifacts import Artifact, ArtifactError
+from essayscore.artifacts import Artifact, ArtifactError, Layout
 from essayscore.bands import CEFR_LEVELS
 from training.metrics import qwk
 
@@ -87,11 +87,11 @@ def _read_set(path: Path) -> tuple[pd.DataFrame, str]:
     return frame, hashlib.sha256(data).hexdigest()
 
 
-def evaluation_set_of(artifact_dir: Path) -> pd.DataFrame:
+def evaluation_set_of(artifact: Artifact) -> pd.DataFrame:
     """An artifact's held-out test split, as evaluation rows (re-loaded from its recorded data, checked)."""
     from training.sources import load_artifact_data
 
-    essays, splits = load_artifact_data(Artifact(artifact_dir))
+    essays, splits = load_artifact_data(artifact)
     test = essays[(splits["split"] == "test").to_numpy()]
     return pd.DataFrame({"essay_id": test["essay_id"].astype(str), "source": test["source"].astype(str),
                          "prompt": test["prompt"].fillna("").astype(str), "essay": test["essay"].astype(str),
@@ -99,7 +99,7 @@ def evaluation_set_of(artifact_dir: Path) -> pd.DataFrame:
                          "cefr": test["cefr"].astype(str)}).reset_index(drop=True)
 
 
-def pinned_evaluation_set(artifacts_dir: Path, champion_dir: Path) -> EvaluationSet:
+def pinned_evaluation_set(artifacts_dir: Path, champion_model: Artifact | Path) -> EvaluationSet:
     """The pinned set (hash checked); the first call pins the champion's test split."""
     folder = Path(artifacts_dir) / EVALUATION_DIR
     pin = folder / PINNED
@@ -114,7 +114,8 @@ def pinned_evaluation_set(artifacts_dir: Path, champion_dir: Path) -> Evaluation
             raise ArtifactError(f"the evaluation set {path} has sha256 {sha[:12]}…, but {pin} pins "
                                 f"{meta['sha256'][:12]}…: it was changed; refusing to gate on it")
         return EvaluationSet(frame, sha, path)
-    frame = evaluation_set_of(champion_dir)
+    champion_model = Artifact.of(champion_model)
+    frame = evaluation_set_of(champion_model)
     data = _canonical_bytes(frame)
     sha = hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def pinned_evaluation_set(artifacts_dir: Path, champion_dir: Path) -> Evaluation
     path.write_bytes(data)
     tmp = pin.with_suffix(".tmp")
     tmp.write_text(json.dumps({"file": path.name, "sha256": sha, "rows": len(frame),
-                               "from": Artifact(champion_dir).version,
+                               "from": champion_model.version,
                                "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     tmp.replace(pin)
     frame, sha = _read_set(path)
@@ -141,12 +142,12 @@ class Predictions:
     latency_ms: np.ndarray
 
 
-def score_side_by_side(dirs: list[Path], evaluation: EvaluationSet, warmup: int = 3) -> list[Predictions]:
+def score_side_by_side(models: list[Artifact], evaluation: EvaluationSet, warmup: int = 3) -> list[Predictions]:
     """Every essay through each model's in-process pipeline, one at a time, interleaved."""
     from essayscore.runtimes import Item
     from essayscore.runtimes.embedded import EmbeddedRuntime
 
-    runtimes = [EmbeddedRuntime.from_settings(Artifact(d)) for d in dirs]
+    runtimes = [EmbeddedRuntime.from_settings(m) for m in models]
     items = [Item(e, p or None) for e, p in zip(evaluation.frame["essay"], evaluation.frame["prompt"])]
     for runtime in runtimes:  # first calls load lazily (spaCy, ONNX sessions): not part of the latency
         runtime.score(items[:warmup])
@@ -235,7 +236,6 @@ class Decision:
     config: dict
     promoted: bool = False
     report: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def decide(champ_fig: dict, chal_fig: dict, boot: dict, cfg: GateConfig, overlap: int) -> tuple[list[Check], bool]:
@@ -271,13 +271,15 @@ def decide(champ_fig: dict, chal_fig: dict, boot: dict, cfg: GateConfig, overlap
 
 
 def gate(champion_dir: Path, challenger_dir: Path, artifacts_dir: Path, cfg: GateConfig = GateConfig(),
-         promote: bool = True, report: Path | None = None) -> Decision:
-    """Compares two artifacts on the pinned set, writes the report, promotes the challenger if it passes."""
-    evaluation = pinned_evaluation_set(artifacts_dir, champion_dir)
-    splits = pd.read_csv(Artifact(challenger_dir).path("splits.csv"), dtype={"essay_id": str})
+         promote: bool = True, report: Path | None = None, evaluation: EvaluationSet | None = None) -> Decision:
+    """Compares two artifacts on the pinned set (``evaluation``, when the caller already holds it), writes the
+    report, promotes the challenger if it passes."""
+    champion_model, challenger = Artifact(champion_dir), Artifact(challenger_dir)
+    evaluation = evaluation or pinned_evaluation_set(artifacts_dir, champion_model)
+    splits = pd.read_csv(challenger.path(Layout.SPLITS), dtype={"essay_id": str})
     fitted = set(splits.loc[splits["split"] != "test", "essay_id"])
     overlap = int(evaluation.frame["essay_id"].isin(fitted).sum())
-    champ, chal = score_side_by_side([champion_dir, challenger_dir], evaluation)
+    champ, chal = score_side_by_side([champion_model, challenger], evaluation)
     champ_fig, chal_fig = figures(champ, evaluation), figures(chal, evaluation)
     boot = bootstrap_qwk_difference(champ, chal, evaluation, cfg)
     checks, passed = decide(champ_fig, chal_fig, boot, cfg, overlap)
@@ -332,4 +334,5 @@ def retrain(train_cfg, artifacts_dir: Path, cfg: GateConfig = GateConfig(), prom
     evaluation = pinned_evaluation_set(artifacts_dir, champion_dir)
     challenger_dir = train(dataclasses.replace(train_cfg, evaluation_set_sha256=evaluation.sha256,
                                                holdout_path=str(evaluation.path)))
-    return gate(champion_dir, challenger_dir, artifacts_dir, cfg, promote=promote, report=report)
+    return gate(champion_dir, challenger_dir, artifacts_dir, cfg, promote=promote, report=report,
+                evaluation=evaluation)
