@@ -34,9 +34,10 @@ with bentoml.importing():
     from essayscore.artifacts import store_tag
     from essayscore.http_guard import ApiGuard
     from essayscore.scoring_api import ScoringApi, max_body_bytes
-    from essayscore.settings import get_settings
+    from essayscore.settings import bento_worker, get_settings
 
 SETTINGS = get_settings()
+WORKERS = bento_worker()  # one per usable core unless ESSAYSCORE_WORKERS; each gets its share of the cores
 MAX_BODY_BYTES = max_body_bytes(SETTINGS)
 API_PATHS = ("/score", "/score_batch", "/metadata")
 # The guard (essayscore.http_guard) answers 504 and 429 in the one error shape; BentoML's own traffic limits stay
@@ -64,9 +65,9 @@ async def get_metadata(request: Request) -> JSONResponse:
 
 
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", get_metadata, methods=["GET"])]), path="/")
-@bentoml.service(name="essayscore", workers=SETTINGS.workers, resources={"cpu": "2"},
+@bentoml.service(name="essayscore", workers=WORKERS, resources={"cpu": "2"},
                  traffic={"timeout": math.ceil(REQUEST_TIMEOUT_S) + 5,
-                          "max_concurrency": MAX_CONCURRENCY + SETTINGS.workers})
+                          "max_concurrency": MAX_CONCURRENCY + WORKERS})
 class EssayScoreService:
     if not Path(SETTINGS.model_tag).exists() and (bundled := store_tag(SETTINGS.model_tag, SETTINGS.artifacts_dir)):
         model_ref = bentoml.models.BentoModel(bundled)  # `bentoml build` bundles it (default: the champion)
@@ -121,7 +122,7 @@ class EssayScoreService:
 # BentoML's own errors, and the truthful /docs.json (essayscore.http_guard, essayscore.openapi)
 EssayScoreService.add_asgi_middleware(
     ApiGuard, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS, timeout_s=REQUEST_TIMEOUT_S,
-    max_concurrency=math.ceil(MAX_CONCURRENCY / SETTINGS.workers),  # per worker, as BentoML divides it
+    max_concurrency=math.ceil(MAX_CONCURRENCY / WORKERS),  # per worker, as BentoML divides it
     release_busy_connections=SETTINGS.release_busy_connections,
     openapi={"max_essay_chars": SETTINGS.max_essay_chars, "max_prompt_chars": SETTINGS.max_prompt_chars,
              "max_batch_size": SETTINGS.max_batch_size, "description": OPENAPI_DESCRIPTION})

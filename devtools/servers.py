@@ -279,7 +279,7 @@ class ModelServer(ManagedServer):
 
     The environment: ``essayscore:<version>`` from the BentoML store (``ESSAYSCORE_MODEL_TAG``; pass a folder path
     instead to load the folder directly), single-threaded (``OMP_NUM_THREADS=1``; pass None for production
-    threading); ``env`` overrides (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...), None leaves a variable
+    threading), one worker (``ESSAYSCORE_WORKERS=1`` unless set; None for the service's default); ``env`` overrides (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...), None leaves a variable
     unset."""
 
     log_name = "model"
@@ -290,7 +290,8 @@ class ModelServer(ManagedServer):
         self.artifact_dir = Path(artifact_dir)
         self.version = verify(self.artifact_dir)["version"]
         self.port = int(port) if port is not None else free_port()
-        merged = {**os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
+        # one worker unless the caller's environment or ``env`` says otherwise (None: the service's default)
+        merged = {"ESSAYSCORE_WORKERS": "1", **os.environ, "ESSAYSCORE_MODEL_TAG": f"essayscore:{self.version}",
                   "ESSAYSCORE_ARTIFACTS_DIR": str(self.artifact_dir.parent), "OMP_NUM_THREADS": "1", **env}
         self.env = {k: v for k, v in merged.items() if v is not None}  # None: leave the variable unset
         super().__init__(log_path, log_prefix=f"{self.log_name}-{self.port}")

@@ -259,10 +259,13 @@ def is_complete(shard: Shard, version: str) -> dict | None:
 
 
 def remove_stale(shards: list[Shard], out_dir: Path, input_path: Path, version: str) -> list[Path]:
-    """Pending files of killed runs, and parts of this model version that the plan no longer has (the input
+    """Pending files of killed runs (shards and run manifests), and parts of this model version that the plan no longer has (the input
     shrank, or another shard size): without this a row could be counted twice."""
     planned = {Path(s.path) for s in shards}
-    removed = []
+    # a run manifest cut short by a kill is pending beside the shard folders
+    removed = [p for p in Path(out_dir).glob("manifest.*.json.*.pending") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
     for source in input_files(input_path, out_dir):
         folder = output_folder(out_dir, input_path, source)
         if not folder.is_dir():

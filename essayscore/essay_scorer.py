@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from essayscore.text import has_prompt
 from essayscore.windows import pool_windows
 
 PROMPT_CACHE_SIZE = 1024  # distinct prompts whose embeddings are kept (384-1024 floats each)
+OVERLAP_THREADS = 8  # encoder threads per scorer when the encoder overlaps the features; more requests queue
 
 
 def _add(timings_ms: dict[str, float] | None, **seconds: float) -> None:
@@ -64,7 +66,10 @@ def artifact_extractor(artifact: Artifact, extractor: FeatureExtractor | None = 
 
 class EssayScorer:
     def __init__(self, artifact: Artifact | Path, encoder: TextEncoder | None = None,
-                 extractor: FeatureExtractor | None = None, trees: TreeModels | None = None):
+                 extractor: FeatureExtractor | None = None, trees: TreeModels | None = None,
+                 overlap_encoder: bool | None = None):
+        """``overlap_encoder``: run the encoder beside the features (default: the ``overlap_encoder`` setting);
+        the scores are the same either way."""
         self.artifact = Artifact.of(artifact)
         self.artifact_dir = self.artifact.dir
         self.version = self.artifact.version
@@ -85,6 +90,13 @@ class EssayScorer:
         self.extractor = artifact_extractor(self.artifact, extractor)
         self.model = self.artifact.scoring_model(trees)
         self._prompt_cache = LruCache(PROMPT_CACHE_SIZE)
+        if overlap_encoder is None:
+            from essayscore.settings import get_settings
+
+            overlap_encoder = get_settings().overlap_encoder
+        # one encoder thread per request in flight (the service runs requests on threads of its own)
+        self._overlap = (ThreadPoolExecutor(max_workers=OVERLAP_THREADS, thread_name_prefix="encoder")
+                         if overlap_encoder else None)
 
     def features(self, essays: Sequence[str], prompts: Sequence[str | None]) -> tuple[np.ndarray, list]:
         return self.extractor.extract_many(list(essays), list(prompts))
@@ -117,10 +129,21 @@ class EssayScorer:
         """Score essays together; per-stage milliseconds (features, tokenise, encoder, trees) are added into
         ``timings_ms`` when given."""
         prompts = list(prompts) if prompts is not None else [None] * len(essays)
+        embed_timings: dict[str, float] = {}
+        # the encoder releases the GIL (ONNX Runtime, torch): it runs on a thread of its own while the features
+        # (spaCy, harper, Python) run here, so one request takes about the longer of the two, not their sum
+        embedding = (self._overlap.submit(self.embed, essays, prompts, embed_timings) if self._overlap is not None
+                     else None)
         t0 = time.perf_counter()
-        hand, matches = self.features(essays, prompts)
-        _add(timings_ms, features_ms=time.perf_counter() - t0)
-        essay_emb, prompt_emb = self.embed(essays, prompts, timings_ms)
+        try:
+            hand, matches = self.features(essays, prompts)
+        finally:
+            _add(timings_ms, features_ms=time.perf_counter() - t0)
+            if embedding is not None and not embedding.done():
+                wait([embedding])  # never leave the encoder running past this call, even on an error
+        essay_emb, prompt_emb = (embedding.result() if embedding is not None
+                                 else self.embed(essays, prompts, embed_timings))
+        _add(timings_ms, **{k: v / 1e3 for k, v in embed_timings.items()})
         t1 = time.perf_counter()
         hand = add_embedding_features(hand, essay_emb, prompt_emb)
         x = self.model.transform(hand, essay_emb)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # intra-op threads of one process's encoder; unset: usable cores / workers (threads_per_worker). A backfill
     # actor sets 1: it holds one CPU of the Ray cluster, and more threads would oversubscribe the node
     encoder_threads: int | None = Field(default=None, ge=1)
+    # run the encoder on a thread of its own beside the feature extraction (same scores; a request then takes
+    # about the longer of the two stages rather than their sum: docs/performance.md)
+    overlap_encoder: bool = True
 
     # --- grammar checker ----------------------------------------------------------------------------
     # When set, the LanguageTool HTTP API (/v2/check) is used instead of the embedded offline checker.
@@ -50,9 +53,10 @@ class Settings(BaseSettings):
 
     # --- serving ------------------------------------------------------------------------------------
     runtime: Literal["embedded", "triton"] = "embedded"
-    # Bento worker processes. Each runs its own model copy (memory per worker: docs/performance.md) and gets
-    # usable cores / workers intra-op threads for the encoder.
-    workers: int = Field(default=1, ge=1)
+    # Bento worker processes; unset: one per usable core (serving_workers). Each runs its own model copy (memory
+    # per worker: docs/performance.md) and gets usable cores / workers intra-op threads for the encoder. Two
+    # single-threaded workers score 1.6x the essays of one two-threaded worker on two cores (docs/performance.md)
+    workers: int | None = Field(default=None, ge=1)
     # "champion": the version the retraining gate promoted (essayscore.champion), never merely the newest one
     model_tag: str = "champion"
     triton_url: str = "127.0.0.1:18000"
@@ -67,10 +71,10 @@ class Settings(BaseSettings):
     # The request guard (essayscore.http_guard) answers 504 past this, and 429 past this many requests in flight
     # (for the whole service, divided among the workers); BentoML's own limits sit just above them as a backstop.
     request_timeout_s: float = Field(default=300.0, gt=0)
-    # Answer "Connection: close" while this worker has other requests in flight, so that keep-alive clients spread
-    # over the workers (issue 13, measured once: 2 workers at 8 users 8.7 -> 14.4 essays/s). Off by default until
-    # it is tested and benchmarked by the report's command.
-    release_busy_connections: bool = False
+    # Answer "Connection: close" while this worker has other requests in flight, so that a keep-alive client's next
+    # request reconnects to whichever worker accepts first: without it a connection stays with the worker that
+    # accepted it, and one worker can do all the work while the other idles (docs/performance.md)
+    release_busy_connections: bool = True
     max_concurrency: int = Field(default=32, ge=1)
 
     # --- backfill on Ray (essayscore backfill, docs/backfill.md) -------------------------------------
@@ -106,8 +110,25 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def serving_workers() -> int:
+    """The Bento's worker processes: ``workers`` when set, else one per usable core."""
+    return get_settings().workers or usable_cores()
+
+
+_IN_BENTO = False  # set by service.py (bento_worker) in every process that serves the Bento
+
+
+def bento_worker() -> int:
+    """Mark this process as one of the Bento's workers (service.py does, on import); returns how many there are."""
+    global _IN_BENTO
+    _IN_BENTO = True
+    return serving_workers()
+
+
 def threads_per_worker() -> int:
-    """Intra-op threads for one worker's encoder: ``encoder_threads`` when set, else the usable cores shared among
-    the Bento's workers."""
+    """Intra-op threads for one process's encoder: ``encoder_threads`` when set; in a Bento worker the usable cores
+    shared among the Bento's workers; elsewhere (batch CLI, training) the usable cores over ``workers`` when set,
+    else all of them."""
     settings = get_settings()
-    return settings.encoder_threads or max(1, usable_cores() // settings.workers)
+    workers = serving_workers() if _IN_BENTO else (settings.workers or 1)
+    return settings.encoder_threads or max(1, usable_cores() // workers)

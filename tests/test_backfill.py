@@ -128,7 +128,9 @@ def test_stale_pending_files_and_unplanned_parts_are_removed(tmp_path):
     folder = out / "in.csv"
     folder.mkdir(parents=True)
     keep = [Path(s.path) for s in shards] + [folder / "part-00005.v0.parquet"]  # another model version's part
-    stale = [folder / "part-00000.v1.parquet.1a2b3c4d.pending", folder / "part-00002.v1.parquet"]
+    keep.append(out / "manifest.v1.json")  # the run manifest itself
+    stale = [folder / "part-00000.v1.parquet.1a2b3c4d.pending", folder / "part-00002.v1.parquet",
+             out / "manifest.v1.json.5e6f7a8b.pending"]  # a run manifest cut short by the kill
     for p in keep + stale:
         p.write_bytes(b"x")
     assert sorted(backfill.remove_stale(shards, out, path, "v1")) == sorted(stale)
