@@ -279,8 +279,8 @@ class ModelServer(ManagedServer):
 
     The environment: ``essayscore:<version>`` from the BentoML store (``ESSAYSCORE_MODEL_TAG``; pass a folder path
     instead to load the folder directly), single-threaded (``OMP_NUM_THREADS=1``; pass None for production
-    threading), one worker (``ESSAYSCORE_WORKERS=1`` unless set; None for the service's default); ``env`` overrides (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...), None leaves a variable
-    unset."""
+    threading), one worker (``ESSAYSCORE_WORKERS=1`` unless set; None for the service's default); ``env``
+    overrides (``ESSAYSCORE_RUNTIME``, ``ESSAYSCORE_TRITON_URL``...), None leaves a variable unset."""
 
     log_name = "model"
 

@@ -259,8 +259,8 @@ def is_complete(shard: Shard, version: str) -> dict | None:
 
 
 def remove_stale(shards: list[Shard], out_dir: Path, input_path: Path, version: str) -> list[Path]:
-    """Pending files of killed runs (shards and run manifests), and parts of this model version that the plan no longer has (the input
-    shrank, or another shard size): without this a row could be counted twice."""
+    """Pending files of killed runs (shards and run manifests), and parts of this model version that the plan no
+    longer has (the input shrank, or another shard size): without this a row could be counted twice."""
     planned = {Path(s.path) for s in shards}
     # a run manifest cut short by a kill is pending beside the shard folders
     removed = [p for p in Path(out_dir).glob("manifest.*.json.*.pending") if p.is_file()]

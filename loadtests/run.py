@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -51,8 +52,10 @@ def start_embedded(stack: ExitStack, model: Path, **env: str | None) -> str:
     from devtools.servers import BentoServer  # the shared server harness (free port, readiness, process group)
 
     # a path as the model tag: the Bento resolves the folder directly (no BentoML model store needed)
-    # production threading (usable cores / workers), not the test suite's OMP_NUM_THREADS=1
-    server = BentoServer(model, **{"ESSAYSCORE_MODEL_TAG": str(model), "OMP_NUM_THREADS": None, **env})
+    # production threading (usable cores / workers), not the test suite's OMP_NUM_THREADS=1, and the service's
+    # own number of workers (one per core) unless ESSAYSCORE_WORKERS says otherwise
+    server = BentoServer(model, **{"ESSAYSCORE_MODEL_TAG": str(model), "OMP_NUM_THREADS": None,
+                                   "ESSAYSCORE_WORKERS": os.environ.get("ESSAYSCORE_WORKERS"), **env})
     print(f"starting the Bento ({env.get('ESSAYSCORE_RUNTIME', 'embedded')}) on {server.url} ...", flush=True)
     stack.callback(server.stop)
     server.start()

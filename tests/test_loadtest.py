@@ -2,9 +2,10 @@
 Bento and the Triton-backed Bento stay within the ``ci`` budget, the deliberately invalid requests are answered 4xx
 (successes, not failures), and an impossible budget makes the runner exit non-zero naming the broken figure.
 
-The embedded Bento is conftest's session ``bento`` (shared with tests/test_service.py); the Triton run starts its
-own servers through the runner (``--start-triton``) on conftest's session ``cpu_repo`` (``--triton-repo``: no
-second repository build). The budget check itself (no servers) is in the fast loop."""
+The embedded run starts the shipped configuration through the runner (``--start-embedded``: a worker per core,
+busy keep-alive connections released); the impossible-budget check uses conftest's session ``bento``; the Triton
+run starts its own servers through the runner (``--start-triton``) on conftest's session ``cpu_repo``
+(``--triton-repo``: no second repository build). The budget check itself (no servers) is in the fast loop."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def assert_invalid_answered_4xx(rows: dict) -> None:
 
 
 @pytest.mark.slow
-def test_embedded_within_ci_budget(bento, tmp_path) -> None:
-    r, rows = run_loadtest(tmp_path, "--host", bento.url, "--budget", "ci")
+def test_embedded_within_ci_budget(trained_artifact, tmp_path) -> None:
+    # the shipped configuration, as the runner starts it: a worker per core, busy connections released
+    r, rows = run_loadtest(tmp_path, "--start-embedded", "--model", str(trained_artifact), "--budget", "ci")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "budget met" in r.stdout
     assert rows["/score"]["requests"] > 0 and rows["/score_batch"]["requests"] > 0
