@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.kill import kill_when
+
 CLI = [sys.executable, "-m", "essayscore.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
 # a token-authenticated cluster, as Ray starts them; a driver that names an address must say so (RAY_AUTH_MODE)
@@ -327,14 +329,8 @@ def test_killed_midway_and_rerun_gives_every_row_once(trained_artifact, inputs, 
                             "--shard-rows", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while len(list(shards.glob("*.parquet"))) < 2:
-            assert job.poll() is None, "the job ended before two shards were complete"
-            assert time.monotonic() < deadline, "no two shards complete in 300 s"
-            time.sleep(0.02)
-        running = job.poll() is None
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        running = kill_when(job, lambda: len(list(shards.glob("*.parquet"))) >= 2,
+                            lambda: os.killpg(job.pid, signal.SIGKILL), "two shards were complete")
     finally:
         _stop_session(job)
     assert running, "the job finished before it could be killed"

@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from devtools.kill import kill_when
 
 CLI = [sys.executable, "-m", "essayscore.cli"]
 
@@ -150,14 +151,8 @@ def test_cli_killed_midway_and_resumed_gives_every_row_once(trained_artifact, sh
     out = tmp_path / "out.csv"
     proc = subprocess.Popen([*score, str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 300
-        while not (out.is_file() and resume_point(path, out).rows >= _batch().CHUNK):
-            assert proc.poll() is None, "the run ended before its first chunk was written"
-            assert time.monotonic() < deadline, "no chunk written in 300 s"
-            time.sleep(0.02)
-        running = proc.poll() is None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        running = kill_when(proc, lambda: out.is_file() and resume_point(path, out).rows >= _batch().CHUNK,
+                            lambda: os.kill(proc.pid, signal.SIGKILL), "its first chunk was written")
     finally:
         if proc.poll() is None:
             proc.kill()
