@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     # --- serving ------------------------------------------------------------------------------------
     runtime: Literal["embedded", "triton"] = "embedded"
     # Bento worker processes; unset: one per usable core (serving_workers). Each runs its own model copy (memory
-    # per worker: docs/performance.md) and gets usable cores / workers intra-op threads for the encoder. Two
-    # single-threaded workers score 1.6x the essays of one two-threaded worker on two cores (docs/performance.md)
+    # per worker: docs/performance.md) and gets usable cores / workers intra-op threads for the encoder. On two
+    # cores, two single-threaded workers with release_busy_connections scored 1.7x the essays of one two-threaded
+    # worker at 8 users (docs/performance.md)
     workers: int | None = Field(default=None, ge=1)
     # "champion": the version the retraining gate promoted (essayscore.champion), never merely the newest one
     model_tag: str = "champion"
