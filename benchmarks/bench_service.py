@@ -55,19 +55,21 @@ from bench_triton import machine, pick_essays
 from common import feature_stage_seconds
 
 BEFORE, SHIPPED = "before: 1 worker, stages in turn", "shipped: 2 workers, released, overlapped"
-# the embedded runtime (int8 ONNX encoder) in each configuration tried for throughput on two cores (issue 13);
-# None leaves a setting at its default
+
+
+def _settings(workers: str | None, release: str | None, overlap: str | None) -> dict[str, str | None]:
+    """The environment of one configuration; None leaves a setting at its default."""
+    return {"ESSAYSCORE_WORKERS": workers, "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": release,
+            "ESSAYSCORE_OVERLAP_ENCODER": overlap}
+
+
+# the embedded runtime (int8 ONNX encoder) in each configuration tried for throughput on two cores (issue 13)
 CONFIGURATIONS: list[tuple[str, dict[str, str | None]]] = [
-    (BEFORE, {"ESSAYSCORE_WORKERS": "1", "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": "false",
-              "ESSAYSCORE_OVERLAP_ENCODER": "false"}),
-    ("1 worker, encoder overlapped", {"ESSAYSCORE_WORKERS": "1", "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": "false",
-                                      "ESSAYSCORE_OVERLAP_ENCODER": "true"}),
-    ("2 workers, keep-alive sticky", {"ESSAYSCORE_WORKERS": "2", "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": "false",
-                                      "ESSAYSCORE_OVERLAP_ENCODER": "false"}),
-    ("2 workers, busy connections released", {"ESSAYSCORE_WORKERS": "2", "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": "true",
-                                              "ESSAYSCORE_OVERLAP_ENCODER": "false"}),
-    (SHIPPED, {"ESSAYSCORE_WORKERS": None, "ESSAYSCORE_RELEASE_BUSY_CONNECTIONS": None,
-               "ESSAYSCORE_OVERLAP_ENCODER": None}),
+    (BEFORE, _settings("1", "false", "false")),
+    ("1 worker, encoder overlapped", _settings("1", "false", "true")),
+    ("2 workers, keep-alive sticky", _settings("2", "false", "false")),
+    ("2 workers, busy connections released", _settings("2", "true", "false")),
+    (SHIPPED, _settings(None, None, None)),
 ]
 
 

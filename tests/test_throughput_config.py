@@ -1,7 +1,8 @@
 """What the two-core throughput work (issue 13) ships must leave the scores as they were and use both workers.
 
 * The encoder overlapped with the features on a thread of its own gives the very same results as the two stages one
-  after the other (band, raw score, CEFR probabilities, interval, SHAP values, issues).
+  after the other (band, raw score, interval, CEFR probabilities, the model's input row, the handcrafted values and
+  the grammar matches: what SHAP, warnings and issues are made from).
 * A normal client, one pooled keep-alive client of 8 connections used by 8 threads, gets answers from both Bento
   workers of the default configuration: the request guard answers ``Connection: close`` while its worker is busy,
   so the next request reconnects to whichever worker accepts first. Which worker scored an essay is read from the
@@ -69,8 +70,10 @@ def test_an_error_in_the_features_leaves_no_encoder_running(trained_artifact):
 
 def _rows_per_worker(log_dir: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for path in log_dir.glob("requests-*.jsonl"):
-        pid = path.name.split("-")[-2]
+    from essayscore.monitoring import LOG_PATTERN
+
+    for path in log_dir.glob(LOG_PATTERN):
+        pid = path.name.split("-")[-2]  # requests-<day>-<host>-<pid>-<seq>.jsonl
         counts[pid] = counts.get(pid, 0) + len(path.read_text().splitlines())
     return counts
 
