@@ -19,10 +19,12 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 SOAK = REPO / "loadtests" / "soak.py"
-# A run of well under a minute is warm-up all through (RSS still grows ~15 MB/min after the first third, where a
-# 10-minute run reaches ~2): the short runs check the plumbing and the verdicts with a wide budget, which the
-# leak (1 MB per request: hundreds of MB/min) still breaks many times over. The real budget: docs/reliability.md.
-SHORT_BUDGET = 60
+# A run of well under a minute is warm-up all through: while new essays keep arriving (word caches, allocator) the
+# RSS steps up by 5-13 MB at a time, so the slope after the first third of 40 s measured 29-63 MB/min here (7 runs,
+# 2026-12-02) and 70 once in CI, where a 10-minute run reaches 1.5-2.6 (docs/reliability.md "Soak"). The short runs
+# check the plumbing and the verdicts with a wide budget, which the leak (4 MB per request: ~1,700 MB/min) breaks ten
+# times over.
+SHORT_BUDGET = 150
 
 
 def soak(artifact: Path, out: Path, *args: str, run_time: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -47,11 +49,11 @@ def test_short_soak_passes(trained_artifact, tmp_path) -> None:
 
 
 def test_negative_control_fails_on_memory(trained_artifact, tmp_path) -> None:
-    r, report = soak(trained_artifact, tmp_path, "--negative-control", "--leak-kb", "1024", run_time="25s")
+    r, report = soak(trained_artifact, tmp_path, "--negative-control", "--leak-kb", "4096", run_time="25s")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert "RSS slope" in r.stdout and "SOAK FAILED" in r.stdout
     (worker,) = report["workers"]
-    assert worker["slope_mb_per_min"] > 3 * SHORT_BUDGET  # ~1 MB x requests/min
+    assert worker["slope_mb_per_min"] > 3 * SHORT_BUDGET  # ~4 MB x requests/min
     # only the memory check broke: the leak changes no answer
     assert report["endpoints"]["Aggregated"]["failures"] == 0
     assert all("RSS slope" in b for b in report["broken"]), report["broken"]
